@@ -1,0 +1,49 @@
+# partnerpost: `make run` serves the demo, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := service/demo/kommunalpartnerschaften-ukraine.txt
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest install install-dev golden bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/partnerpost db upgrade
+	$(BIN)/partnerpost ingest $(DEMO)
+	$(BIN)/partnerpost feeds build
+	$(BIN)/partnerpost serve --host $(HOST) --port $(PORT)
+
+lint: install-dev
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+# Rewrite the expected files in tests/data/ from the current code; review the diff.
+golden: install-dev
+	PARTNERPOST_UPDATE_GOLDEN=1 $(BIN)/pytest tests/test_golden.py
+
+clean:
+	rm -rf $(VENV) var feeds/*.xml feeds/*.atom feeds/*.json feeds/themen

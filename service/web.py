@@ -1,0 +1,285 @@
+"""Web: the HTTP face of partnerpost (pages, feed files, health, admin API).
+
+Owns routes and HTTP concerns only: conditional requests, caching headers, auth of the
+admin API. The app's lifespan creates and closes the engine and the scheduler.
+An entry point: imports `config`, `store`, `ingest`, `feeds`, `scheduler`, `templating`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import FileResponse
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import Scope
+
+from service import feeds, ingest, scheduler, store, templating
+from service.config import Settings
+from service.errors import ArticleNotFoundError, DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class FeedFiles(StaticFiles):
+    """The feeds folder with feed content types, caching headers and conditional GETs."""
+
+    def __init__(self, directory: os.PathLike[str], max_age: int) -> None:
+        super().__init__(directory=directory, check_dir=False)
+        self._cache_control = f"public, max-age={max_age}"
+
+    def file_response(
+        self,
+        full_path: os.PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        media_type = feeds.FORMATS.get(os.path.splitext(str(full_path))[1])
+        response = FileResponse(
+            full_path, status_code=status_code, stat_result=stat_result, media_type=media_type
+        )
+        response.headers["cache-control"] = self._cache_control
+        if self.is_not_modified(response.headers, Request(scope).headers):
+            return NotModifiedResponse(response.headers)
+        return response
+
+
+@dataclass(frozen=True)
+class _FeedLink:
+    href: str
+    type: str
+    title: str
+    label: str
+
+
+class ArticleOut(BaseModel):
+    """An article as the admin API returns it."""
+
+    id: int
+    key: str
+    guid: str
+    slug: str
+    url: str
+    title: str
+    teaser: str
+    body: str | None
+    place: str
+    published: datetime
+    image_caption: str | None
+    image_url: str | None
+    source_url: str | None
+    topics: list[str]
+    created: datetime
+    updated: datetime
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app for these settings; its lifespan migrates and starts the scheduler."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = store.create_engine(settings.database_url)
+        try:
+            await store.upgrade(engine)
+            app.state.engine = engine
+            app.state.sessions = store.session_factory(engine)
+            app.state.refresher = scheduler.FeedRefresher(settings, engine, app.state.sessions)
+            app.state.scheduler = scheduler.create_scheduler(settings, app.state.refresher)
+            app.state.scheduler.start()
+            try:
+                yield
+            finally:
+                app.state.scheduler.shutdown(wait=False)
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="partnerpost",
+        description="Feeds and digests of news about German–Ukrainian municipal partnerships.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=500)
+    app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
+    templates = templating.environment()
+    bearer = HTTPBearer(auto_error=False)
+
+    async def session(request: Request) -> AsyncIterator[AsyncSession]:
+        async with request.app.state.sessions() as db_session:
+            yield db_session
+
+    Session = Annotated[AsyncSession, Depends(session)]
+
+    def article_url(article: store.Article) -> str:
+        return feeds.article_url(settings, article)
+
+    def topic_url(topic: str) -> str:
+        return settings.link(f"themen/{store.slugify(topic)}")
+
+    async def page(
+        db_session: AsyncSession, name: str, code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        title = await feeds.site_title(settings, db_session)
+        links = [
+            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
+                      "application/rss+xml", title, "RSS"),
+            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
+                      "application/atom+xml", title, "Atom"),
+            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
+                      "application/feed+json", title, "JSON Feed"),
+        ]
+        for topic in await store.all_topics(db_session):
+            stem = f"{feeds.TOPICS_DIR}/{store.slugify(topic)}"
+            links.append(_FeedLink(feeds.feed_url(settings, stem, ".atom"),
+                                   "application/atom+xml", f"{title} – Thema: {topic}",
+                                   f"Thema {topic}"))
+        body = templates.get_template(f"web/{name}.html.j2").render(
+            site_title=title,
+            home_url=settings.link(""),
+            feeds=links,
+            article_url=article_url,
+            topic_url=topic_url,
+            **context,
+        )
+        return HTMLResponse(body, status_code=code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index(db_session: Session) -> HTMLResponse:
+        articles = await store.newest_articles(db_session, settings.feed_size)
+        heading = await feeds.site_title(settings, db_session)
+        return await page(db_session, "index", articles=articles, heading=heading)
+
+    @app.get("/themen/{slug}", response_class=HTMLResponse, include_in_schema=False)
+    async def topic_page(slug: str, db_session: Session) -> HTMLResponse:
+        topics = {store.slugify(t): t for t in await store.all_topics(db_session)}
+        if slug not in topics:
+            return await page(db_session, "not_found", code=404)
+        articles = await store.newest_articles(db_session, settings.feed_size, topics[slug])
+        return await page(
+            db_session, "index", articles=articles, heading=f"Thema: {topics[slug]}"
+        )
+
+    @app.get("/artikel/{slug}", response_class=HTMLResponse, include_in_schema=False)
+    async def article_page(slug: str, db_session: Session) -> HTMLResponse:
+        try:
+            article = await store.article_by_slug(db_session, slug)
+        except ArticleNotFoundError:
+            return await page(db_session, "not_found", code=404)
+        return await page(db_session, "article", article=article)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when the database answers and the scheduler runs, else 503 with the reason."""
+        problems = []
+        try:
+            await store.check_connection(request.app.state.engine)
+        except DatabaseUnavailableError as exc:
+            problems.append(str(exc))
+        if not request.app.state.scheduler.running:
+            problems.append("scheduler is not running")
+        last_build = request.app.state.refresher.last_build
+        body = {
+            "status": "fail" if problems else "ok",
+            "problems": problems,
+            "last_feed_build": last_build.isoformat() if last_build else None,
+        }
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    # --- admin API ---------------------------------------------------------------------
+
+    def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        token = credentials.credentials if credentials else ""
+        if not settings.admin_token or not secrets.compare_digest(
+            token.encode(), settings.admin_token.encode()
+        ):
+            detail = (
+                "admin API disabled: set PARTNERPOST_ADMIN_TOKEN"
+                if not settings.admin_token
+                else "missing or wrong bearer token"
+            )
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    admin = [Depends(require_admin)]
+
+    def out(article: store.Article) -> ArticleOut:
+        return ArticleOut(
+            id=article.id,
+            key=article.key,
+            guid=article.guid,
+            slug=article.slug,
+            url=article_url(article),
+            title=article.title,
+            teaser=article.teaser,
+            body=article.body,
+            place=article.place,
+            published=article.published_at,
+            image_caption=article.image_caption,
+            image_url=article.image_url,
+            source_url=article.source_url,
+            topics=article.topics,
+            created=article.created_at,
+            updated=article.updated_at,
+        )
+
+    def articles_changed(request: Request) -> None:
+        scheduler.request_feed_refresh(request.app.state.scheduler)
+
+    @app.get("/api/articles", dependencies=admin, tags=["admin"])
+    async def list_articles(
+        db_session: Session, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> Sequence[ArticleOut]:
+        return [out(a) for a in await store.newest_articles(db_session, limit)]
+
+    @app.get("/api/articles/{slug}", dependencies=admin, tags=["admin"])
+    async def get_article(slug: str, db_session: Session) -> ArticleOut:
+        try:
+            return out(await store.article_by_slug(db_session, slug))
+        except ArticleNotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+    @app.post("/api/articles", dependencies=admin, tags=["admin"], status_code=201)
+    async def create_article(
+        body: ingest.ArticleIn, request: Request, response: Response, db_session: Session
+    ) -> ArticleOut:
+        """Create an article; one that is already stored (same key) is updated (200)."""
+        async with db_session.begin():
+            outcome, article = await store.save_article(db_session, body.to_data())
+        if outcome is not store.SaveOutcome.CREATED:
+            response.status_code = status.HTTP_200_OK
+        if outcome is not store.SaveOutcome.UNCHANGED:
+            articles_changed(request)
+        return out(article)
+
+    @app.put("/api/articles/{slug}", dependencies=admin, tags=["admin"])
+    async def update_article(
+        slug: str, body: ingest.ArticleIn, request: Request, db_session: Session
+    ) -> ArticleOut:
+        """Replace an article's fields; its key, slug and feed id stay."""
+        async with db_session.begin():
+            try:
+                existing = await store.article_by_slug(db_session, slug)
+            except ArticleNotFoundError as exc:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+            data = body.model_copy(update={"key": existing.key}).to_data()
+            outcome, article = await store.save_article(db_session, data)
+        if outcome is not store.SaveOutcome.UNCHANGED:
+            articles_changed(request)
+        return out(article)
+
+    return app
