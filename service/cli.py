@@ -203,7 +203,9 @@ def articles_list(
     table = Table("Datum", "Ort", "Titel", "Slug")
     for article in _with_store(settings, work):
         table.add_row(
-            templating.german_date(article.published_at), article.place, article.title,
+            templating.german_date(article.published_at),
+            article.place,
+            article.title,
             article.slug,
         )
     out.print(table)

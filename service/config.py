@@ -84,7 +84,5 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            problems.append(
-                f"{ENV_PREFIX}{field.upper()}={error.get('input')!r}: {error['msg']}"
-            )
+            problems.append(f"{ENV_PREFIX}{field.upper()}={error.get('input')!r}: {error['msg']}")
         raise ConfigurationError("; ".join(problems)) from exc

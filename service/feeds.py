@@ -80,7 +80,9 @@ def _content_html(settings: Settings, article: store.Article) -> str:
     parts = []
     if article.image_url:
         alt = html.escape(article.image_caption or "", quote=True)
-        parts.append(f'<figure><img src="{html.escape(article.image_url, quote=True)}" alt="{alt}">')
+        parts.append(
+            f'<figure><img src="{html.escape(article.image_url, quote=True)}" alt="{alt}">'
+        )
         if article.image_caption:
             parts.append(f"<figcaption>{html.escape(article.image_caption)}</figcaption>")
         parts.append("</figure>")

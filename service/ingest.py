@@ -73,11 +73,22 @@ def _single_line(value: str) -> str:
     return " ".join(value.split())
 
 
+def _clean(value: str) -> str:
+    return _single_line(_no_control_chars(value))
+
+
 def _sanitize_html(value: str) -> str:
-    return nh3.clean(value)
+    return nh3.clean(_no_control_chars(value))
 
 
-CleanText = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_single_line)]
+# Length limits come first so that a 10 MB value is refused before it is scanned.
+Key = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_clean)]
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator(_clean)]
+Teaser = Annotated[str, Field(min_length=1, max_length=MAX_TEASER), AfterValidator(_clean)]
+Place = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_clean)]
+Caption = Annotated[str, Field(max_length=MAX_CAPTION), AfterValidator(_clean)]
+Topic = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean)]
+Body = Annotated[str, Field(max_length=MAX_BODY), AfterValidator(_sanitize_html)]
 HttpUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")]
 
 
@@ -86,28 +97,20 @@ class ArticleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    key: Annotated[CleanText, Field(min_length=1, max_length=500)] | None = None
-    title: Annotated[CleanText, Field(min_length=1, max_length=MAX_TITLE)]
-    teaser: Annotated[CleanText, Field(min_length=1, max_length=MAX_TEASER)]
-    place: Annotated[CleanText, Field(min_length=1, max_length=200)]
+    key: Key | None = None
+    title: Title
+    teaser: Teaser
+    place: Place
     published: datetime | date = Field(
         description="ISO date or datetime; without an offset it is Europe/Berlin time."
     )
-    body: (
-        Annotated[
-            str,
-            Field(max_length=MAX_BODY),
-            AfterValidator(_no_control_chars),
-            AfterValidator(_sanitize_html),
-        ]
-        | None
-    ) = Field(default=None, description="HTML; sanitised, scripts and handlers removed.")
-    image_caption: Annotated[CleanText, Field(max_length=MAX_CAPTION)] | None = None
+    body: Body | None = Field(
+        default=None, description="HTML; sanitised, scripts and event handlers removed."
+    )
+    image_caption: Caption | None = None
     image_url: HttpUrl | None = None
     source_url: HttpUrl | None = None
-    topics: list[Annotated[CleanText, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
-    )
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
     @field_validator("published")
     @classmethod
@@ -338,7 +341,7 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
         document = lxml_html.document_fromstring(html)
     except Exception as exc:  # lxml raises several unrelated types for broken input
         raise IngestInputError("HTML", f"not an HTML document ({exc})") from exc
-    for element in document.iter(*_SKIPPED):
+    for element in list(document.iter(*_SKIPPED)):
         element.drop_tree()
     paragraphs: list[_Paragraph] = []
     for element in document.iter():
@@ -357,8 +360,9 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
                     )
                 )
             continue
-        if tag not in _BLOCKS or any(child.tag in _BLOCKS for child in element.iter()
-                                     if child is not element):
+        if tag not in _BLOCKS or any(
+            child.tag in _BLOCKS for child in element.iter() if child is not element
+        ):
             continue
         text = _single_line(element.text_content())
         if not text:
@@ -368,7 +372,11 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
             link = next((a for a in element.iterancestors("a") if a.get("href")), None)
         image = None
         if tag == "figcaption":
-            img = element.getparent().find(".//img[@src]") if element.getparent() is not None else None
+            img = (
+                element.getparent().find(".//img[@src]")
+                if element.getparent() is not None
+                else None
+            )
             image = urljoin(base_url or "", img.get("src")) if img is not None else None
         paragraphs.append(
             _Paragraph(
@@ -488,13 +496,15 @@ def decode(data: bytes, source: str) -> str:
 
 
 async def save(
-    sessions: async_sessionmaker[AsyncSession], parsed: Parsed
+    sessions: async_sessionmaker[AsyncSession], parsed: Parsed, now: datetime | None = None
 ) -> IngestReport:
-    """Save the parsed articles in one transaction; a page heading is kept as a site fact."""
+    """Save the parsed articles in one transaction; a page heading is kept as a site fact.
+
+    `now` is the import time recorded on the articles (the current time when None)."""
     report = IngestReport(rejections=list(parsed.rejections), heading=parsed.heading)
     async with sessions() as session, session.begin():
         for _line, article in parsed.articles:
-            outcome, _ = await store.save_article(session, article.to_data())
+            outcome, _ = await store.save_article(session, article.to_data(), now)
             if outcome is store.SaveOutcome.CREATED:
                 report.created += 1
             elif outcome is store.SaveOutcome.UPDATED:
@@ -504,4 +514,3 @@ async def save(
         if parsed.heading:
             await store.set_fact(session, store.LISTING_HEADING, parsed.heading)
     return report
-

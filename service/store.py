@@ -304,11 +304,7 @@ async def _find_same_article(session: AsyncSession, data: ArticleData) -> Articl
 
 async def _unique_slug(session: AsyncSession, title: str) -> str:
     base = slugify(title)
-    taken = set(
-        await session.scalars(
-            select(Article.slug).where(Article.slug.like(f"{base}%"))
-        )
-    )
+    taken = set(await session.scalars(select(Article.slug).where(Article.slug.like(f"{base}%"))))
     slug, n = base, 2
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
@@ -402,4 +398,3 @@ async def set_fact(session: AsyncSession, name: str, value: str) -> None:
         session.add(SiteFact(name=name, value=value))
     else:
         fact.value = value
-

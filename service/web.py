@@ -86,6 +86,32 @@ class ArticleOut(BaseModel):
     updated: datetime
 
 
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(_session)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected: str = request.app.state.settings.admin_token
+    token = credentials.credentials if credentials else ""
+    if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
+        detail = (
+            "admin API disabled: set PARTNERPOST_ADMIN_TOKEN"
+            if not expected
+            else "missing or wrong bearer token"
+        )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app for these settings; its lifespan migrates and starts the scheduler."""
 
@@ -113,14 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(GZipMiddleware, minimum_size=500)
     app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
+    app.state.settings = settings
     templates = templating.environment()
-    bearer = HTTPBearer(auto_error=False)
-
-    async def session(request: Request) -> AsyncIterator[AsyncSession]:
-        async with request.app.state.sessions() as db_session:
-            yield db_session
-
-    Session = Annotated[AsyncSession, Depends(session)]
 
     def article_url(article: store.Article) -> str:
         return feeds.article_url(settings, article)
@@ -133,18 +153,35 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> HTMLResponse:
         title = await feeds.site_title(settings, db_session)
         links = [
-            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
-                      "application/rss+xml", title, "RSS"),
-            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
-                      "application/atom+xml", title, "Atom"),
-            _FeedLink(feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
-                      "application/feed+json", title, "JSON Feed"),
+            _FeedLink(
+                feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
+                "application/rss+xml",
+                title,
+                "RSS",
+            ),
+            _FeedLink(
+                feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
+                "application/atom+xml",
+                title,
+                "Atom",
+            ),
+            _FeedLink(
+                feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
+                "application/feed+json",
+                title,
+                "JSON Feed",
+            ),
         ]
         for topic in await store.all_topics(db_session):
             stem = f"{feeds.TOPICS_DIR}/{store.slugify(topic)}"
-            links.append(_FeedLink(feeds.feed_url(settings, stem, ".atom"),
-                                   "application/atom+xml", f"{title} – Thema: {topic}",
-                                   f"Thema {topic}"))
+            links.append(
+                _FeedLink(
+                    feeds.feed_url(settings, stem, ".atom"),
+                    "application/atom+xml",
+                    f"{title} – Thema: {topic}",
+                    f"Thema {topic}",
+                )
+            )
         body = templates.get_template(f"web/{name}.html.j2").render(
             site_title=title,
             home_url=settings.link(""),
@@ -167,9 +204,7 @@ def create_app(settings: Settings) -> FastAPI:
         if slug not in topics:
             return await page(db_session, "not_found", code=404)
         articles = await store.newest_articles(db_session, settings.feed_size, topics[slug])
-        return await page(
-            db_session, "index", articles=articles, heading=f"Thema: {topics[slug]}"
-        )
+        return await page(db_session, "index", articles=articles, heading=f"Thema: {topics[slug]}")
 
     @app.get("/artikel/{slug}", response_class=HTMLResponse, include_in_schema=False)
     async def article_page(slug: str, db_session: Session) -> HTMLResponse:
@@ -199,23 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # --- admin API ---------------------------------------------------------------------
 
-    def require_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        token = credentials.credentials if credentials else ""
-        if not settings.admin_token or not secrets.compare_digest(
-            token.encode(), settings.admin_token.encode()
-        ):
-            detail = (
-                "admin API disabled: set PARTNERPOST_ADMIN_TOKEN"
-                if not settings.admin_token
-                else "missing or wrong bearer token"
-            )
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    admin = [Depends(require_admin)]
+    admin = [Depends(_require_admin)]
 
     def out(article: store.Article) -> ArticleOut:
         return ArticleOut(

@@ -1,0 +1,131 @@
+"""Shared fixtures: one store per database kind, settings, a live HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import store
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+DEMO = ROOT / "service" / "demo" / "kommunalpartnerschaften-ukraine.txt"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+BASE_URL = "https://partnerpost.example.org"
+# A database where the tests may create and drop databases of their own.
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "PARTNERPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reachable() -> str | None:
+    async def probe() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    """PostgreSQL must be reachable; without it the tests skip, except in CI where they fail."""
+    problem = _postgres_reachable()
+    if problem is None:
+        return
+    message = f"PostgreSQL at {POSTGRES_ADMIN_DSN} is not reachable: {problem}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@dataclass(frozen=True)
+class Database:
+    kind: str
+    url: str
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database of each kind: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield Database("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}")
+        return
+    request.getfixturevalue("postgres_available")
+    name = f"pp_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    server = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield Database("postgresql", f"{server}/{name}")
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database: Database, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=database.url,
+        base_url=BASE_URL,
+        feeds_dir=tmp_path / "feeds",
+        admin_token=ADMIN_TOKEN,
+        feeds_check_seconds=1,
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine; fails the test if it leaves a connection checked out."""
+    engine = store.create_engine(settings.database_url)
+    await store.upgrade(engine)
+    yield engine
+    checked_out = engine.pool.checkedout()
+    await engine.dispose()
+    assert checked_out == 0, f"{checked_out} pooled connection(s) leaked by the test"
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return store.session_factory(engine)
+
+
+@pytest.fixture
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The real app behind uvicorn on a free loopback port; yields its base URL."""
+    from service.web import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

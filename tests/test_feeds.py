@@ -1,0 +1,203 @@
+"""Feeds: what feedparser (a real feed reader's parser) makes of every generated file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from service import feeds, ingest, store
+from service.config import Settings
+
+from .conftest import BASE_URL
+from .test_ingest import DEMO_ARTICLES, DEMO_TEXT
+
+FORMATS = [".xml", ".atom", ".json"]
+
+
+async def _demo(sessions, settings: Settings, engine) -> feeds.BuildReport:
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    report = await feeds.build_feeds(settings, engine, sessions)
+    assert report is not None
+    return report
+
+
+def _parse(path: Path) -> feedparser.FeedParserDict:
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    parsed = feedparser.parse(path.read_bytes())
+    assert not parsed.bozo, f"{path.name}: {parsed.get('bozo_exception')}"
+    return parsed
+
+
+@pytest.mark.parametrize("suffix", [".xml", ".atom"])
+async def test_xml_feeds_are_valid_and_complete(sessions, settings, engine, suffix):
+    await _demo(sessions, settings, engine)
+
+    parsed = _parse(settings.feeds_dir / f"artikel{suffix}")
+
+    assert parsed.version == ("rss20" if suffix == ".xml" else "atom10")
+    assert parsed.feed.title == "Kommunalpartnerschaften mit der Ukraine"
+    assert parsed.feed.language == "de"
+    self_links = [link.href for link in parsed.feed.links if link.rel == "self"]
+    assert self_links == [f"{BASE_URL}/feeds/artikel{suffix}"]
+    assert len(parsed.entries) == 10
+    assert [e.title for e in parsed.entries] == [title for title, _, _ in DEMO_ARTICLES]
+    assert len({e.id for e in parsed.entries}) == 10
+    for entry, (_, day, caption) in zip(parsed.entries, DEMO_ARTICLES, strict=True):
+        assert entry.link.startswith(f"{BASE_URL}/artikel/")
+        assert entry.id.startswith("urn:uuid:")
+        published = datetime(*entry.published_parsed[:6], tzinfo=UTC)
+        assert published.date() in {day, day.replace(day=day.day - 1)}  # midnight in Berlin
+        assert entry.summary
+        if suffix == ".atom":  # RSS 2.0 items have no updated date
+            assert entry.updated_parsed is not None
+        if caption:
+            assert caption.replace('"', "&quot;") in entry.content[0].value
+
+
+async def test_dates_are_berlin_midnight_of_the_listed_day(sessions, settings, engine):
+    await _demo(sessions, settings, engine)
+    document = _parse(settings.feeds_dir / "artikel.json")
+    assert document["items"][0]["date_published"] == "2024-02-24T00:00:00+01:00"
+    atom = (settings.feeds_dir / "artikel.atom").read_text(encoding="utf-8")
+    assert "<published>2022-07-13T00:00:00+02:00</published>" in atom
+
+
+async def test_json_feed_is_version_1_1_with_absolute_links(sessions, settings, engine):
+    await _demo(sessions, settings, engine)
+
+    document = _parse(settings.feeds_dir / "artikel.json")
+
+    assert document["version"] == "https://jsonfeed.org/version/1.1"
+    assert document["language"] == "de"
+    assert document["feed_url"] == f"{BASE_URL}/feeds/artikel.json"
+    assert document["home_page_url"] == f"{BASE_URL}/"
+    assert len(document["items"]) == 10
+    assert len({item["id"] for item in document["items"]}) == 10
+    assert all(item["url"].startswith(f"{BASE_URL}/artikel/") for item in document["items"])
+    assert document["items"][0]["title"] == DEMO_ARTICLES[0][0]
+
+
+async def test_ids_are_stable_across_an_edit(sessions, settings, engine):
+    await _demo(sessions, settings, engine)
+    before = {
+        s: [e.id for e in _parse(settings.feeds_dir / f"artikel{s}").entries]
+        for s in (".xml", ".atom")
+    }
+    before_json = [i["id"] for i in _parse(settings.feeds_dir / "artikel.json")["items"]]
+
+    edited = DEMO_TEXT.replace("Auf 62 Jahre", "Auf 63 Jahre").replace(
+        "Ukraine: In Erwartung eines kalten Winters", "Ukraine: Vor einem kalten Winter"
+    )
+    await ingest.save(sessions, ingest.parse_listing_text(edited))
+    report = await feeds.build_feeds(settings, engine, sessions)
+
+    assert report is not None and len(report.written) == 3
+    for suffix, ids in before.items():
+        parsed = _parse(settings.feeds_dir / f"artikel{suffix}")
+        assert [e.id for e in parsed.entries] == ids
+        assert "Ukraine: Vor einem kalten Winter" in [e.title for e in parsed.entries]
+    assert [i["id"] for i in _parse(settings.feeds_dir / "artikel.json")["items"]] == before_json
+
+
+async def test_unchanged_feeds_are_not_rewritten(sessions, settings, engine):
+    await _demo(sessions, settings, engine)
+    stats = {s: os.stat(settings.feeds_dir / f"artikel{s}") for s in FORMATS}
+
+    report = await feeds.build_feeds(settings, engine, sessions)
+
+    assert report is not None and report.written == [] and report.unchanged == 3
+    for suffix, before in stats.items():
+        after = os.stat(settings.feeds_dir / f"artikel{suffix}")
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not [p for p in settings.feeds_dir.iterdir() if p.name.startswith(".")]
+
+
+async def test_control_characters_in_stored_text_are_dropped_not_fatal(sessions, settings, engine):
+    data = store.ArticleData(
+        key="raw",
+        title="Steuer\x0bzeichen\x08 im Titel",
+        teaser="Text mit \x1b Escape",
+        place="Bonn",
+        published_at=datetime(2024, 1, 2, tzinfo=UTC),
+        image_caption="Bild\x07",
+    )
+    async with sessions() as session, session.begin():
+        await store.save_article(session, data)
+
+    report = await feeds.build_feeds(settings, engine, sessions)
+
+    assert report is not None and len(report.written) == 3
+    for suffix in (".xml", ".atom"):
+        (entry,) = _parse(settings.feeds_dir / f"artikel{suffix}").entries
+        assert entry.title == "Steuerzeichen im Titel"
+    assert _parse(settings.feeds_dir / "artikel.json")["items"][0]["summary"] == "Text mit  Escape"
+
+
+async def test_topic_feeds_are_built_and_pruned(sessions, settings, engine):
+    payload = [
+        {
+            "title": "Energie eins",
+            "teaser": "A",
+            "place": "Bonn",
+            "published": "2024-01-01",
+            "topics": ["Energie", "Wärme & Wasser"],
+        },
+        {
+            "title": "Energie zwei",
+            "teaser": "B",
+            "place": "Bonn",
+            "published": "2024-01-02",
+            "topics": ["Energie"],
+        },
+    ]
+    await ingest.save(sessions, ingest.parse_json(json.dumps(payload)))
+    await feeds.build_feeds(settings, engine, sessions)
+
+    energy = _parse(settings.feeds_dir / "themen/energie.atom")
+    assert [e.title for e in energy.entries] == ["Energie zwei", "Energie eins"]
+    assert energy.feed.title.endswith("Thema: Energie")
+    water = _parse(settings.feeds_dir / "themen/waerme-wasser.xml")
+    assert [e.title for e in water.entries] == ["Energie eins"]
+    assert [t.term for t in water.entries[0].tags] == ["Energie", "Wärme & Wasser"]
+
+    payload[0]["topics"] = ["Energie"]
+    await ingest.save(sessions, ingest.parse_json(json.dumps(payload)))
+    report = await feeds.build_feeds(settings, engine, sessions)
+
+    assert report is not None
+    assert sorted(p.name for p in report.removed) == [
+        "waerme-wasser.atom",
+        "waerme-wasser.json",
+        "waerme-wasser.xml",
+    ]
+    assert not (settings.feeds_dir / "themen/waerme-wasser.xml").exists()
+
+
+async def test_configured_site_title_wins_over_the_listing_heading(sessions, engine, settings):
+    titled = settings.model_copy(update={"site_title": "Partnerschaftsnachrichten"})
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await feeds.build_feeds(titled, engine, sessions)
+    assert _parse(titled.feeds_dir / "artikel.atom").feed.title == "Partnerschaftsnachrichten"
+
+
+async def test_feed_size_limits_entries(sessions, engine, settings):
+    small = settings.model_copy(update={"feed_size": 3})
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await feeds.build_feeds(small, engine, sessions)
+    assert len(_parse(small.feeds_dir / "artikel.xml").entries) == 3
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+async def test_second_replica_skips_the_build_while_the_first_holds_the_lock(
+    sessions, settings, engine
+):
+    async with store.exclusive(engine, "feeds") as first:
+        assert first is True
+        assert await feeds.build_feeds(settings, engine, sessions) is None
+    assert await feeds.build_feeds(settings, engine, sessions) is not None
