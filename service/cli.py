@@ -16,6 +16,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -35,8 +36,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(articles_app, name="articles")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a long message stays one line in logs and pipes instead of wrapping at 80.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 EXIT_REJECTED = 1
@@ -47,7 +49,7 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except PartnerpostError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
+        err.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
@@ -71,7 +73,7 @@ def _with_store(
     try:
         return asyncio.run(run())
     except PartnerpostError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
@@ -145,7 +147,7 @@ def ingest_command(
         chosen = ingest.detect_format(text, name) if fmt is None else ingest.check_format(fmt)
         parsed = ingest.parse(text, chosen, base_url=name or None)
     except PartnerpostError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
 
     async def work(
@@ -162,7 +164,7 @@ def ingest_command(
         f"{len(report.rejections)} rejected"
     )
     for rejection in sorted(report.rejections, key=lambda r: r.line):
-        err.print(f"[yellow]rejected[/] {source}:{rejection}", highlight=False, markup=False)
+        err.print(f"rejected {source}:{rejection}", style="yellow", highlight=False, markup=False)
     if report.rejections:
         raise typer.Exit(EXIT_REJECTED)
 

@@ -100,11 +100,13 @@ def _last_change(articles: Sequence[store.Article]) -> datetime:
     return max((a.updated_at for a in articles), default=_EPOCH)
 
 
-def _generator(settings: Settings, spec: FeedSpec) -> FeedGenerator:
+def _generator(settings: Settings, spec: FeedSpec, suffix: str) -> FeedGenerator:
     generator = FeedGenerator()
     generator.id(feed_url(settings, spec.stem, ".atom"))
     generator.title(xml_safe(spec.title))
     generator.subtitle(xml_safe(spec.description))
+    generator.link(href=feed_url(settings, spec.stem, suffix), rel="self")
+    # feedgen takes the last link as the RSS channel link: the website, not the feed.
     generator.link(href=spec.home_url, rel="alternate", type="text/html")
     generator.language("de")
     generator.generator("partnerpost")
@@ -129,15 +131,13 @@ def _generator(settings: Settings, spec: FeedSpec) -> FeedGenerator:
 
 
 def render_rss(settings: Settings, spec: FeedSpec) -> bytes:
-    generator = _generator(settings, spec)
-    generator.link(href=feed_url(settings, spec.stem, ".xml"), rel="self")
+    generator = _generator(settings, spec, ".xml")
     rss: bytes = generator.rss_str(pretty=True)
     return rss
 
 
 def render_atom(settings: Settings, spec: FeedSpec) -> bytes:
-    generator = _generator(settings, spec)
-    generator.link(href=feed_url(settings, spec.stem, ".atom"), rel="self")
+    generator = _generator(settings, spec, ".atom")
     atom: bytes = generator.atom_str(pretty=True)
     return atom
 

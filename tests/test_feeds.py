@@ -45,6 +45,7 @@ async def test_xml_feeds_are_valid_and_complete(sessions, settings, engine, suff
     assert parsed.feed.language == "de"
     self_links = [link.href for link in parsed.feed.links if link.rel == "self"]
     assert self_links == [f"{BASE_URL}/feeds/artikel{suffix}"]
+    assert parsed.feed.link == f"{BASE_URL}/"  # the website, for the reader's "visit site"
     assert len(parsed.entries) == 10
     assert [e.title for e in parsed.entries] == [title for title, _, _ in DEMO_ARTICLES]
     assert len({e.id for e in parsed.entries}) == 10

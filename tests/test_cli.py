@@ -1,0 +1,199 @@
+"""The `partnerpost` command, run as a real subprocess the way operators run it."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.config import Settings
+
+from .conftest import DEMO
+
+PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
+sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
+    env.update(
+        PARTNERPOST_DATABASE_URL=settings.database_url,
+        PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
+        PARTNERPOST_BASE_URL=str(settings.base_url),
+        PARTNERPOST_ADMIN_TOKEN=settings.admin_token,
+    )
+    return env
+
+
+def run(settings: Settings, *args: str, stdin: bytes | None = None, **env: str):
+    return subprocess.run(
+        [PARTNERPOST, *args],
+        env={**_env(settings), **env},
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        cwd=settings.feeds_dir.parent,
+    )
+
+
+def test_demo_import_twice_imports_nothing_twice(settings):
+    first = run(settings, "ingest", str(DEMO))
+    second = run(settings, "ingest", str(DEMO))
+
+    assert first.returncode == 0, first.stderr.decode()
+    assert b"10 new, 0 updated, 0 unchanged, 0 rejected" in first.stdout
+    assert second.returncode == 0
+    assert b"0 new, 0 updated, 10 unchanged, 0 rejected" in second.stdout
+    assert (settings.feeds_dir / "artikel.atom").exists()
+    listed = run(settings, "articles", "list", "--limit", "100")
+    assert listed.returncode == 0
+    assert "Leipzig – Kyjiw" in listed.stdout.decode()
+
+
+@sqlite_only
+def test_rejected_items_are_named_and_exit_code_is_1(settings, tmp_path):
+    listing = tmp_path / "listing.txt"
+    listing.write_text(
+        "Titel gut\n\nBonn, 1. März 2024. Gut.\n\n"
+        "Titel schlecht\n\nBonn, 2. Mürz 2024. Schlecht.\n",
+        encoding="utf-8",
+    )
+    result = run(settings, "ingest", str(listing))
+
+    assert result.returncode == 1
+    assert b"1 new, 0 updated, 0 unchanged, 1 rejected" in result.stdout
+    assert f"{listing}:line 7: 'Titel schlecht': unknown month 'Mürz'" in result.stderr.decode()
+
+
+@sqlite_only
+def test_unreadable_input_exits_2_with_the_reason(settings, tmp_path):
+    broken = tmp_path / "articles.json"
+    broken.write_text('[{"title": ', encoding="utf-8")
+
+    result = run(settings, "ingest", str(broken))
+    missing = run(settings, "ingest", str(tmp_path / "nope.txt"))
+
+    assert result.returncode == 2
+    assert "invalid JSON at line 1" in result.stderr.decode()
+    assert missing.returncode == 2
+    assert "No such file or directory" in missing.stderr.decode()
+
+
+@sqlite_only
+def test_ingest_reads_standard_input(settings):
+    result = run(settings, "ingest", "-", stdin=DEMO.read_bytes())
+    assert result.returncode == 0
+    assert b"10 new" in result.stdout
+
+
+@pytest.fixture
+def listing_site(tmp_path: Path) -> Iterator[str]:
+    """A local HTTP server standing in for the agency's site (the internet is not here)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "liste.txt").write_bytes(DEMO.read_bytes())
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@sqlite_only
+def test_ingest_fetches_a_url(settings, listing_site):
+    result = run(settings, "ingest", f"{listing_site}/liste.txt")
+    gone = run(settings, "ingest", f"{listing_site}/fehlt.txt")
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"10 new" in result.stdout
+    assert gone.returncode == 2
+    assert "404" in gone.stderr.decode()
+
+
+@sqlite_only
+def test_db_upgrade_and_feeds_build(settings):
+    assert run(settings, "db", "upgrade").returncode == 0
+    built = run(settings, "feeds", "build")
+    assert built.returncode == 0
+    assert b"3 written" in built.stdout
+    again = run(settings, "feeds", "build")
+    assert b"0 written, 3 unchanged" in again.stdout
+
+
+@sqlite_only
+def test_bad_configuration_names_the_variable(settings):
+    result = run(settings, "db", "upgrade", PARTNERPOST_DATABASE_URL="mysql://db/x")
+    assert result.returncode == 2
+    assert "PARTNERPOST_DATABASE_URL='mysql://db/x'" in result.stderr.decode()
+
+
+@sqlite_only
+def test_unreachable_database_is_a_clear_error(settings):
+    result = run(
+        settings,
+        "db",
+        "upgrade",
+        PARTNERPOST_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:9/none",
+    )
+    assert result.returncode == 2
+    assert "cannot reach the database" in result.stderr.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@sqlite_only
+def test_serve_answers_and_stops_cleanly_on_ctrl_c(settings):
+    assert run(settings, "ingest", str(DEMO)).returncode == 0
+    port = _free_port()
+    log = settings.feeds_dir.parent / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [PARTNERPOST, "serve", "--port", str(port)],
+            env=_env(settings),
+            cwd=settings.feeds_dir.parent,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert "Leipzig – Kyjiw" in page.text
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0, log.read_text()
+        assert "Application shutdown complete" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

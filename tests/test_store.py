@@ -1,0 +1,84 @@
+"""Store: schema through migrations, timestamps, slugs, saving articles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import inspect
+
+from service import store
+
+
+def _data(**changes) -> store.ArticleData:
+    values = {
+        "key": "k1",
+        "title": "Städtepartnerschaft Größe Übung",
+        "teaser": "Text",
+        "place": "Bonn",
+        "published_at": datetime(2024, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=1))),
+    }
+    values.update(changes)
+    return store.ArticleData(**values)
+
+
+async def test_migrations_are_idempotent_and_create_the_schema(engine):
+    await store.upgrade(engine)  # a second time: nothing to do, no error
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert {"articles", "article_topics", "site_facts", "alembic_version"} <= tables
+
+
+async def test_times_come_back_timezone_aware_and_equal(sessions):
+    async with sessions() as session, session.begin():
+        _, article = await store.save_article(session, _data())
+    async with sessions() as session:
+        loaded = await store.article_by_slug(session, article.slug)
+    assert loaded.published_at == datetime(2024, 3, 1, 11, 0, tzinfo=UTC)
+    assert loaded.published_at.tzinfo is not None
+
+
+async def test_naive_datetimes_are_refused(sessions):
+    with pytest.raises(Exception, match="naive datetime"):
+        async with sessions() as session, session.begin():
+            await store.save_article(session, _data(published_at=datetime(2024, 3, 1)))
+
+
+def test_slugs_transliterate_german_and_cut_at_a_word():
+    assert store.slugify("Städtepartnerschaft Größe Übung") == "staedtepartnerschaft-groesse-uebung"
+    assert store.slugify("„Wir holen die Menschen“") == "wir-holen-die-menschen"
+    long = store.slugify("Wort " * 40)
+    assert len(long) <= 80 and not long.endswith("-") and long.endswith("wort")
+    assert store.slugify("„“") == "artikel"
+
+
+async def test_same_title_on_another_day_gets_a_distinct_slug(sessions):
+    async with sessions() as session, session.begin():
+        _, first = await store.save_article(session, _data())
+        _, second = await store.save_article(
+            session, _data(key="k2", published_at=datetime(2024, 4, 1, tzinfo=UTC), teaser="B")
+        )
+    assert first.slug == "staedtepartnerschaft-groesse-uebung"
+    assert second.slug == "staedtepartnerschaft-groesse-uebung-2"
+    assert first.guid != second.guid
+
+
+async def test_saving_unchanged_data_keeps_updated_at(sessions):
+    async with sessions() as session, session.begin():
+        outcome, article = await store.save_article(session, _data())
+        assert outcome is store.SaveOutcome.CREATED
+    later = datetime.now(UTC) + timedelta(hours=1)
+    async with sessions() as session, session.begin():
+        outcome, again = await store.save_article(session, _data(), now=later)
+    assert outcome is store.SaveOutcome.UNCHANGED
+    assert again.updated_at == article.updated_at
+    async with sessions() as session, session.begin():
+        outcome, edited = await store.save_article(session, _data(topics=("Energie",)), now=later)
+    assert outcome is store.SaveOutcome.UPDATED
+    assert edited.updated_at == later and edited.topics == ["Energie"]
+
+
+def test_guid_depends_only_on_the_key():
+    assert store.article_guid("a") == store.article_guid("a")
+    assert store.article_guid("a") != store.article_guid("b")
+    assert store.article_guid("a").startswith("urn:uuid:")
