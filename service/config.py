@@ -7,15 +7,17 @@ Imports nothing else from the package.
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
 
 ENV_PREFIX = "PARTNERPOST_"
+PLACEHOLDER_SECRET = "development-only-secret-change-me-in-production"
 
 
 class Settings(BaseSettings):
@@ -48,6 +50,76 @@ class Settings(BaseSettings):
     feeds_check_seconds: int = Field(
         default=30, ge=1, description="How often the scheduler checks whether feeds are stale."
     )
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses the placeholder secret key.",
+    )
+    secret_key: str = Field(
+        default=PLACEHOLDER_SECRET,
+        description="Signs confirmation and unsubscribe links; at least 32 characters.",
+    )
+
+    # --- mail ---------------------------------------------------------------------
+    mailer: Literal["file", "smtp"] = Field(
+        default="file", description="file writes .eml files to the outbox; smtp sends."
+    )
+    outbox_dir: Path = Field(default=Path("./var/outbox"), description="Folder of .eml files.")
+    smtp_host: str = Field(default="localhost", description="SMTP relay host.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP relay port.")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="none, starttls, or tls (implicit TLS, usually port 465)."
+    )
+    smtp_username: str = Field(default="", description="SMTP login; empty sends without.")
+    smtp_password: str = Field(default="", description="SMTP password.")
+    smtp_timeout: float = Field(default=30, gt=0, description="Seconds per SMTP command.")
+    smtp_pool_size: int = Field(
+        default=2, ge=1, le=50, description="SMTP connections kept open and reused."
+    )
+    smtp_max_per_second: float = Field(
+        default=0, ge=0, description="Messages per second at most; 0 means no limit."
+    )
+    mail_from: str = Field(
+        default="Kommunalpartnerschaften Ukraine <partnerpost@localhost>",
+        description="From header: display name and address; its domain names Message-IDs.",
+    )
+    imprint: str = Field(
+        default="partnerpost · Nachrichten über kommunale Partnerschaften mit der Ukraine",
+        description="Imprint text in the footer of every mail.",
+    )
+    dkim_selector: str = Field(default="", description="DKIM selector; empty: no signing.")
+    dkim_private_key_file: Path | None = Field(
+        default=None, description="PEM private key for DKIM signing."
+    )
+
+    # --- digests ------------------------------------------------------------------
+    digest_cron_daily: str = Field(default="0 7 * * *", description="Daily period end.")
+    digest_cron_weekly: str = Field(default="0 7 * * mon", description="Weekly period end.")
+    digest_cron_monthly: str = Field(default="0 7 1 * *", description="Monthly period end.")
+    digest_retry_seconds: int = Field(
+        default=60, ge=1, description="How often due and retried deliveries are sent."
+    )
+    digest_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts at one digest before it counts as failed."
+    )
+    digest_retry_base_seconds: float = Field(
+        default=60, ge=0, description="First retry delay; doubles with every attempt."
+    )
+    bounce_after_failures: int = Field(
+        default=3, ge=1, description="Consecutive permanent failures that mark an address bounced."
+    )
+    digest_batch_size: int = Field(default=100, ge=1, description="Deliveries claimed at once.")
+    digest_lease_seconds: int = Field(
+        default=600, ge=10, description="After this, a crashed worker's claims are reclaimed."
+    )
+    confirm_max_age_hours: int = Field(
+        default=72, ge=1, description="How long a confirmation link stays valid."
+    )
+    confirmations_per_address: int = Field(
+        default=3, ge=1, description="Confirmation mails to one address per 24 hours."
+    )
+    confirmations_per_client: int = Field(
+        default=10, ge=1, description="Subscription requests from one client per hour."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -65,6 +137,42 @@ class Settings(BaseSettings):
         if value.query or value.fragment:
             raise ValueError(f"{str(value)!r} must not carry a query or fragment")
         return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mailbox(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError(f"{value!r} is no mailbox like 'Name <name@example.org>'")
+        return value
+
+    @field_validator("digest_cron_daily", "digest_cron_weekly", "digest_cron_monthly")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is no cron expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _real_secret_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "secret_key: set PARTNERPOST_SECRET_KEY to a random value of at least 32 "
+                "characters in production"
+            )
+        if self.dkim_selector and self.dkim_private_key_file is None:
+            raise ValueError("dkim_private_key_file: required when dkim_selector is set")
+        return self
+
+    @property
+    def mail_domain(self) -> str:
+        return parseaddr(self.mail_from)[1].rsplit("@", 1)[1]
 
     @property
     def public_url(self) -> str:

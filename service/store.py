@@ -14,24 +14,32 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    and_,
+    delete,
     event,
     func,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -100,6 +108,8 @@ class Article(Base):
     image_caption: Mapped[str | None] = mapped_column(Text)
     image_url: Mapped[str | None] = mapped_column(Text)
     source_url: Mapped[str | None] = mapped_column(Text)
+    # False for a backfill imported with --no-notify: feeds show it, no digest carries it.
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     topic_rows: Mapped[list[ArticleTopic]] = relationship(
@@ -129,6 +139,109 @@ class SiteFact(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Frequency(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class AddressStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # due, or waiting for a retry
+    SENDING = "sending"  # claimed by a worker
+    SENT = "sent"
+    FAILED = "failed"  # permanently, or out of attempts
+    EMPTY = "empty"  # nothing new for this address in this period: no mail
+    SUPERSEDED = "superseded"  # a newer period's digest carries its articles
+
+
+class Subscriber(Base):
+    """A municipality; it receives digests at its contact addresses."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    ags: Mapped[str | None] = mapped_column(String(8))
+    bundesland: Mapped[str | None] = mapped_column(String(60))
+    partner: Mapped[str | None] = mapped_column(String(200))
+    frequency: Mapped[str] = mapped_column(String(10))
+    topics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    addresses: Mapped[list[Address]] = relationship(
+        back_populates="subscriber",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="Address.id",
+    )
+
+
+class Address(Base):
+    """One contact address of a subscriber, with its own consent status."""
+
+    __tablename__ = "addresses"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    subscriber: Mapped[Subscriber] = relationship(back_populates="addresses", lazy="selectin")
+
+
+class Delivery(Base):
+    """The ledger: one row per (address, digest period), the only record of what was sent."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("address_id", "period_key"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    address_id: Mapped[int] = mapped_column(ForeignKey("addresses.id", ondelete="CASCADE"))
+    period_key: Mapped[str] = mapped_column(String(80))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The digest carries the articles with after_article_id < id <= upto_article_id.
+    after_article_id: Mapped[int] = mapped_column(BigInteger)
+    upto_article_id: Mapped[int] = mapped_column(BigInteger)
+    article_count: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(250))
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConfirmationRequest(Base):
+    """A subscription request, kept to limit confirmation mails per address and client."""
+
+    __tablename__ = "confirmation_requests"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    client: Mapped[str] = mapped_column(String(100), index=True)
+    mailed: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the connected database can do; the one place dialects differ."""
@@ -139,8 +252,16 @@ class Capabilities:
 
     @classmethod
     def of(cls, engine: AsyncEngine) -> Capabilities:
-        postgres = engine.dialect.name == "postgresql"
-        return cls(dialect=engine.dialect.name, skip_locked=postgres, advisory_locks=postgres)
+        return cls._for(engine.dialect.name)
+
+    @classmethod
+    def of_session(cls, session: AsyncSession) -> Capabilities:
+        return cls._for(session.get_bind().dialect.name)
+
+    @classmethod
+    def _for(cls, dialect: str) -> Capabilities:
+        postgres = dialect == "postgresql"
+        return cls(dialect=dialect, skip_locked=postgres, advisory_locks=postgres)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -247,6 +368,7 @@ class ArticleData:
     image_url: str | None = None
     source_url: str | None = None
     topics: tuple[str, ...] = field(default_factory=tuple)
+    notify: bool = True
 
 
 class SaveOutcome(StrEnum):
@@ -302,9 +424,11 @@ async def _find_same_article(session: AsyncSession, data: ArticleData) -> Articl
     return None
 
 
-async def _unique_slug(session: AsyncSession, title: str) -> str:
+async def _unique_slug(
+    session: AsyncSession, title: str, model: type[Article] | type[Subscriber]
+) -> str:
     base = slugify(title)
-    taken = set(await session.scalars(select(Article.slug).where(Article.slug.like(f"{base}%"))))
+    taken = set(await session.scalars(select(model.slug).where(model.slug.like(f"{base}%"))))
     slug, n = base, 2
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
@@ -322,7 +446,8 @@ async def save_article(
         article = Article(
             key=data.key,
             guid=article_guid(data.key),
-            slug=await _unique_slug(session, data.title),
+            slug=await _unique_slug(session, data.title, Article),
+            notify=data.notify,
             created_at=now,
             updated_at=now,
             **{name: getattr(data, name) for name in _EDITABLE},
@@ -398,3 +523,414 @@ async def set_fact(session: AsyncSession, name: str, value: str) -> None:
         session.add(SiteFact(name=name, value=value))
     else:
         fact.value = value
+
+
+# --- subscribers ----------------------------------------------------------------------
+
+_MUNICIPALITY_PREFIXES = re.compile(
+    r"^(?:(?:Landeshauptstadt|Hansestadt|Universitätsstadt|Lutherstadt|Kreisstadt|"
+    r"Große Kreisstadt|Stadt|Gemeinde|Markt|Landkreis|Kreis|Amt|Samtgemeinde|"
+    r"Verbandsgemeinde)\s+)+",
+    re.IGNORECASE,
+)
+
+
+def place_names(subscriber: Subscriber) -> list[str]:
+    """The names an article would use for the municipality and its partner."""
+    names = [_MUNICIPALITY_PREFIXES.sub("", subscriber.name).strip()]
+    if subscriber.partner:
+        names.append(_MUNICIPALITY_PREFIXES.sub("", subscriber.partner).strip())
+    return [n for n in names if len(n) >= 3]
+
+
+def mention_score(article: Article, names: Sequence[str]) -> int:
+    """How prominently an article mentions these places: 0 not at all; a title counts
+    more than the teaser, the teaser more than the body or caption."""
+    score = 0
+    for name in names:
+        pattern = re.compile(rf"(?<![\w-]){re.escape(name)}", re.IGNORECASE)
+        if pattern.search(article.title):
+            score += 8
+        if pattern.search(article.teaser):
+            score += 2
+        if pattern.search(article.body or "") or pattern.search(article.image_caption or ""):
+            score += 1
+    return score
+
+
+async def create_subscriber(
+    session: AsyncSession,
+    *,
+    name: str,
+    frequency: Frequency,
+    ags: str | None = None,
+    bundesland: str | None = None,
+    partner: str | None = None,
+    topics: Sequence[str] = (),
+    now: datetime | None = None,
+) -> Subscriber:
+    subscriber = Subscriber(
+        name=name,
+        slug=await _unique_slug(session, name, Subscriber),
+        ags=ags,
+        bundesland=bundesland,
+        partner=partner,
+        frequency=str(frequency),
+        topics=list(topics),
+        created_at=now or utcnow(),
+        addresses=[],
+    )
+    session.add(subscriber)
+    await session.flush()
+    return subscriber
+
+
+async def subscriber_by_name(session: AsyncSession, name: str) -> Subscriber | None:
+    return await session.scalar(
+        select(Subscriber).where(func.lower(Subscriber.name) == name.lower()).limit(1)
+    )
+
+
+async def subscriber_by_slug(session: AsyncSession, slug: str) -> Subscriber | None:
+    return await session.scalar(select(Subscriber).where(Subscriber.slug == slug))
+
+
+async def all_subscribers(session: AsyncSession) -> Sequence[Subscriber]:
+    return (await session.scalars(select(Subscriber).order_by(Subscriber.name))).all()
+
+
+async def address_by_email(session: AsyncSession, email: str) -> Address | None:
+    return await session.scalar(select(Address).where(Address.email == email.lower()))
+
+
+async def address_by_id(session: AsyncSession, address_id: int) -> Address | None:
+    return await session.get(Address, address_id)
+
+
+async def add_address(
+    session: AsyncSession,
+    subscriber: Subscriber,
+    email: str,
+    status: AddressStatus,
+    now: datetime | None = None,
+) -> Address:
+    now = now or utcnow()
+    address = Address(
+        email=email.lower(),
+        status=str(status),
+        consecutive_failures=0,
+        created_at=now,
+        confirmed_at=now if status is AddressStatus.ACTIVE else None,
+    )
+    subscriber.addresses.append(address)
+    await session.flush()
+    return address
+
+
+def activate(address: Address, now: datetime) -> None:
+    if address.status != AddressStatus.ACTIVE:
+        address.status = AddressStatus.ACTIVE
+        address.confirmed_at = now
+        address.unsubscribed_at = None
+        address.consecutive_failures = 0
+
+
+def unsubscribe(address: Address, now: datetime) -> None:
+    if address.status != AddressStatus.UNSUBSCRIBED:
+        address.status = AddressStatus.UNSUBSCRIBED
+        address.unsubscribed_at = now
+
+
+async def remove_subscriber(session: AsyncSession, subscriber: Subscriber) -> None:
+    await session.delete(subscriber)
+
+
+async def count_recent_requests(
+    session: AsyncSession, *, since: datetime, email: str | None = None, client: str | None = None
+) -> int:
+    query = select(func.count()).select_from(ConfirmationRequest)
+    query = query.where(ConfirmationRequest.created_at >= since)
+    if email is not None:
+        query = query.where(ConfirmationRequest.email == email.lower())
+        query = query.where(ConfirmationRequest.mailed.is_(True))
+    if client is not None:
+        query = query.where(ConfirmationRequest.client == client)
+    return int(await session.scalar(query) or 0)
+
+
+async def record_request(
+    session: AsyncSession, email: str, client: str, mailed: bool, now: datetime
+) -> None:
+    session.add(
+        ConfirmationRequest(email=email.lower(), client=client, mailed=mailed, created_at=now)
+    )
+    await session.execute(
+        delete(ConfirmationRequest).where(ConfirmationRequest.created_at < now - timedelta(days=2))
+    )
+
+
+async def counts_by_status(
+    session: AsyncSession, model: type[Address] | type[Delivery]
+) -> dict[str, int]:
+    rows = await session.execute(select(model.status, func.count()).group_by(model.status))
+    return {status: int(count) for status, count in rows.all()}
+
+
+# --- the delivery ledger --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """One digest period of a frequency: (start, end]; it is due from `end` on."""
+
+    frequency: Frequency
+    start: datetime
+    end: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.frequency}:{self.end.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}"
+
+
+_LIVE = (DeliveryStatus.SENT, DeliveryStatus.EMPTY, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+
+
+async def _article_watermarks(session: AsyncSession) -> tuple[list[datetime], list[int]]:
+    rows = (
+        await session.execute(select(Article.created_at, Article.id).order_by(Article.id))
+    ).all()
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _newest_id_before(created: list[datetime], ids: list[int], moment: datetime) -> int:
+    """The highest article id stored at or before `moment` (ids grow with insertion)."""
+    newest = 0
+    for created_at, article_id in zip(created, ids, strict=True):
+        if created_at <= moment:
+            newest = max(newest, article_id)
+    return newest
+
+
+async def plan_period(
+    session: AsyncSession, period: Period, now: datetime, batch_size: int = 1000
+) -> int:
+    """Add a pending ledger row for every active address of the period's frequency that
+    was confirmed by the period's end and has none yet; returns how many were added.
+
+    A row carries the articles after the address's high-water mark (the newest article an
+    earlier live row carries) up to the newest article stored now. An address's first row
+    reaches back one period before its confirmation. Older rows still waiting for a retry
+    are superseded: the new row carries their articles too. Safe to run concurrently:
+    the unique (address, period) key makes a second insert a no-op.
+    """
+    upto = int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
+    created, ids = await _article_watermarks(session)
+    length = period.end - period.start
+    planned_already = select(Delivery.id).where(
+        Delivery.address_id == Address.id, Delivery.period_key == period.key
+    )
+    candidates = (
+        select(Address.id, Address.confirmed_at)
+        .join(Subscriber)
+        .where(
+            Address.status == AddressStatus.ACTIVE,
+            Subscriber.frequency == str(period.frequency),
+            Address.confirmed_at <= period.end,
+            ~planned_already.exists(),
+        )
+        .order_by(Address.id)
+    )
+    added = 0
+    last_id = 0
+    while True:
+        batch = (
+            await session.execute(candidates.where(Address.id > last_id).limit(batch_size))
+        ).all()
+        if not batch:
+            return added
+        last_id = batch[-1][0]
+        address_ids = [row[0] for row in batch]
+        await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.address_id.in_(address_ids),
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.period_key != period.key,
+            )
+            .values(status=DeliveryStatus.SUPERSEDED, last_reply="superseded by " + period.key)
+        )
+        marks = dict(
+            (
+                await session.execute(
+                    select(Delivery.address_id, func.max(Delivery.upto_article_id))
+                    .where(Delivery.address_id.in_(address_ids), Delivery.status.in_(_LIVE))
+                    .group_by(Delivery.address_id)
+                )
+            ).all()
+        )
+        rows = []
+        for address_id, confirmed_at in batch:
+            after = marks.get(address_id)
+            if after is None:
+                after = _newest_id_before(created, ids, (confirmed_at or now) - length)
+            rows.append(
+                {
+                    "address_id": address_id,
+                    "period_key": period.key,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "after_article_id": after,
+                    "upto_article_id": max(after, upto),
+                    "created_at": now,
+                }
+            )
+        added += await _insert_ignoring_conflicts(session, rows)
+
+
+async def _insert_ignoring_conflicts(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    keys = ["address_id", "period_key"]
+    statement: Any
+    if session.get_bind().dialect.name == "postgresql":
+        statement = postgresql.insert(Delivery).on_conflict_do_nothing(index_elements=keys)
+    else:
+        statement = sqlite.insert(Delivery).on_conflict_do_nothing(index_elements=keys)
+    result = await session.execute(statement.returning(Delivery.id), rows)
+    return len(result.all())
+
+
+async def claim_deliveries(
+    session: AsyncSession, worker: str, now: datetime, limit: int, lease: timedelta
+) -> list[int]:
+    """Claim up to `limit` due rows for `worker`: pending ones whose time has come and
+    claims whose lease ran out. Two workers never get the same row: PostgreSQL skips rows
+    another transaction has locked; SQLite runs one writer at a time."""
+    due = or_(
+        and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
+        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until < now),
+    )
+    chosen = select(Delivery.id).where(due).order_by(Delivery.id).limit(limit)
+    if Capabilities.of_session(session).skip_locked:
+        chosen = chosen.with_for_update(skip_locked=True)
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(chosen.scalar_subquery()))
+        .values(status=DeliveryStatus.SENDING, claimed_by=worker, claimed_until=now + lease)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(row[0] for row in result.all())
+
+
+async def release_claims(session: AsyncSession, workers: Sequence[str]) -> int:
+    """Hand rows claimed but not finished by these workers back to the queue."""
+    if not workers:
+        return 0
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(workers))
+        .values(status=DeliveryStatus.PENDING, claimed_by=None, claimed_until=None)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(result.all())
+
+
+async def claiming_workers(session: AsyncSession, prefix: str) -> list[str]:
+    rows = await session.scalars(
+        select(Delivery.claimed_by)
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.like(f"{prefix}%"))
+        .distinct()
+    )
+    return [w for w in rows if w]
+
+
+async def deliveries_with_addresses(
+    session: AsyncSession, delivery_ids: Sequence[int]
+) -> list[tuple[Delivery, Address]]:
+    rows = await session.execute(
+        select(Delivery, Address)
+        .join(Address, Address.id == Delivery.address_id)
+        .where(Delivery.id.in_(delivery_ids))
+        .order_by(Delivery.id)
+    )
+    return [(row[0], row[1]) for row in rows.all()]
+
+
+async def digest_articles(
+    session: AsyncSession, after: int, upto: int, topics: Sequence[str] = ()
+) -> Sequence[Article]:
+    """The articles a digest row carries, newest publication first."""
+    query = (
+        select(Article)
+        .where(Article.id > after, Article.id <= upto, Article.notify.is_(True))
+        .order_by(Article.published_at.desc(), Article.id.desc())
+    )
+    if topics:
+        query = query.where(
+            Article.id.in_(select(ArticleTopic.article_id).where(ArticleTopic.topic.in_(topics)))
+        )
+    return (await session.scalars(query)).all()
+
+
+async def finish_delivery(
+    session: AsyncSession,
+    delivery_id: int,
+    worker: str,
+    *,
+    status: DeliveryStatus,
+    now: datetime,
+    reply: str | None = None,
+    message_id: str | None = None,
+    article_count: int | None = None,
+    next_attempt_at: datetime | None = None,
+    count_attempt: bool = True,
+) -> bool:
+    """Record the outcome of a claimed row; False if the claim was lost meanwhile."""
+    values: dict[str, Any] = {
+        "status": status,
+        "claimed_by": None,
+        "claimed_until": None,
+        "last_reply": reply,
+    }
+    if count_attempt:
+        values["attempts"] = Delivery.attempts + 1
+    if message_id is not None:
+        values["message_id"] = message_id
+    if article_count is not None:
+        values["article_count"] = article_count
+    if status is DeliveryStatus.SENT:
+        values["sent_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    result = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.claimed_by == worker,
+            Delivery.status == DeliveryStatus.SENDING,
+        )
+        .values(**values)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.first() is not None
+
+
+async def note_address_outcome(
+    session: AsyncSession, address_id: int, *, permanent_failure: bool, bounce_after: int
+) -> None:
+    """Count consecutive permanent failures; enough of them mark the address bounced."""
+    address = await session.get(Address, address_id)
+    if address is None:
+        return
+    if not permanent_failure:
+        address.consecutive_failures = 0
+        return
+    address.consecutive_failures += 1
+    if address.consecutive_failures >= bounce_after:
+        address.status = AddressStatus.BOUNCED
