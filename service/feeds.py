@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAIN_FEED = "artikel"
 TOPICS_DIR = "themen"
+MUNICIPALITIES_DIR = "kommunen"
 FORMATS = {
     ".xml": "application/rss+xml; charset=utf-8",
     ".atom": "application/atom+xml; charset=utf-8",

@@ -1,0 +1,461 @@
+"""Digest: which articles each address gets for a period, the mail that carries them,
+and the run that plans, claims, renders, sends and records.
+
+Owns digest periods (cron ends in Europe/Berlin), the rendering of
+`templates/email/digest.{html,txt}.j2`, and the send loop over the delivery ledger.
+Imports `config`, `store`, `feeds` (links), `mailer`, `subscribers` (tokens), `templating`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html as html_lib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import css_inline
+from apscheduler.triggers.cron import CronTrigger
+from babel.dates import format_date
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import feeds, mailer, store, templating
+from service.config import Settings
+from service.subscribers import Tokens
+
+log = logging.getLogger(__name__)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+LIST_NAME = "Kommunalpartnerschaften Ukraine"
+_LOOKBACK = timedelta(days=70)  # covers two period ends of any frequency
+# Stand-ins for what differs per address, replaced after the shared part is rendered.
+_NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
+_UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
+
+
+# --- periods --------------------------------------------------------------------------
+
+
+def cron_of(settings: Settings, frequency: store.Frequency) -> str:
+    return {
+        store.Frequency.DAILY: settings.digest_cron_daily,
+        store.Frequency.WEEKLY: settings.digest_cron_weekly,
+        store.Frequency.MONTHLY: settings.digest_cron_monthly,
+    }[frequency]
+
+
+def latest_period(settings: Settings, frequency: store.Frequency, at: datetime) -> store.Period:
+    """The newest period of this frequency that has ended at `at`."""
+    trigger = CronTrigger.from_crontab(cron_of(settings, frequency), timezone=BERLIN)
+    ends: list[datetime] = []
+    moment = at - _LOOKBACK
+    while True:
+        fire = trigger.get_next_fire_time(ends[-1] if ends else None, moment)
+        if fire is None or fire > at:
+            break
+        ends.append(fire)
+        moment = fire + timedelta(seconds=1)
+    if len(ends) < 2:
+        raise ValueError(f"cron {cron_of(settings, frequency)!r} fires too rarely")
+    return store.Period(frequency, ends[-2].astimezone(UTC), ends[-1].astimezone(UTC))
+
+
+def _german_span(first: date, last: date) -> str:
+    # Babel's German date intervals abbreviate the month ("16.–22. Nov. 2026").
+    if first == last:
+        return format_date(first, "d. MMMM y", locale="de")
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}.–{format_date(last, 'd. MMMM y', locale='de')}"
+    if first.year == last.year:
+        return (
+            f"{format_date(first, 'd. MMMM', locale='de')} – "
+            f"{format_date(last, 'd. MMMM y', locale='de')}"
+        )
+    return (
+        f"{format_date(first, 'd. MMMM y', locale='de')} – "
+        f"{format_date(last, 'd. MMMM y', locale='de')}"
+    )
+
+
+def period_label(period: store.Period) -> str:
+    """`Wochenüberblick 16.–22. November 2026`: the days the period covers."""
+    first = period.start.astimezone(BERLIN).date()
+    last = (period.end.astimezone(BERLIN) - timedelta(seconds=1)).date()
+    if period.frequency is store.Frequency.MONTHLY:
+        return f"Monatsüberblick {format_date(first, 'MMMM y', locale='de')}"
+    if period.frequency is store.Frequency.DAILY:
+        return f"Tagesüberblick {_german_span(first, last)}"
+    return f"Wochenüberblick {_german_span(first, last)}"
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    subject: str
+    text: str
+    html: str
+    article_ids: tuple[int, ...]
+
+
+def order_for(
+    subscriber: store.Subscriber, articles: Sequence[store.Article]
+) -> tuple[list[store.Article], list[store.Article]]:
+    """Split into (articles about the municipality or its partner, the rest): the first
+    by how prominently they mention them, both newest first otherwise."""
+    names = store.place_names(subscriber)
+    scored = [(store.mention_score(a, names), a) for a in articles]
+    own = [a for score, a in sorted(scored, key=lambda p: -p[0]) if score > 0]
+    rest = [a for score, a in scored if score == 0]
+    return own, rest
+
+
+class DigestRenderer:
+    """Renders digests; what addresses share (articles, layout, inlined CSS) is rendered
+    once per distinct article selection and reused, only names and links differ."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._env = templating.environment()
+        self._tokens = Tokens(settings)
+        self._shared: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._inliner = css_inline.CSSInliner(keep_style_tags=False)
+
+    def _shared_parts(
+        self,
+        period: store.Period,
+        subscriber: store.Subscriber,
+        own: list[store.Article],
+        rest: list[store.Article],
+    ) -> tuple[str, str, str]:
+        # Without articles of its own a municipality's digest differs from others only in
+        # the stand-ins, so all of them share one rendering.
+        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest))
+        if own:
+            key += (subscriber.name, subscriber.partner, tuple(a.id for a in own))
+        cached = self._shared.get(key)
+        if cached is not None:
+            return cached
+        settings = self._settings
+        label = period_label(period)
+        count = len(own) + len(rest)
+        first = (own or rest)[0]
+        context = {
+            "list_name": LIST_NAME,
+            "label": label,
+            "preheader": f"{count} {'neuer Beitrag' if count == 1 else 'neue Beiträge'}: "
+            f"{first.title}",
+            "subscriber_name": _NAME,
+            "own_heading": self._own_heading(subscriber),
+            "own": own,
+            "rest": rest,
+            "article_url": lambda a: feeds.article_url(settings, a),
+            "feeds": {
+                "RSS": feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
+                "Atom": feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
+                "JSON Feed": feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
+            },
+            "municipality_feed": _FEED,
+            "unsubscribe_url": _UNSUBSCRIBE,
+            "preferences_url": _PREFERENCES,
+            "imprint": settings.imprint,
+            "site_url": settings.link(""),
+        }
+        html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
+        text = self._env.get_template("email/digest.txt.j2").render(context)
+        parts = (f"{LIST_NAME} – {label}", text, html)
+        if len(self._shared) >= 1024:  # bound memory over runs with many own selections
+            self._shared.clear()
+        self._shared[key] = parts
+        return parts
+
+    @staticmethod
+    def _own_heading(subscriber: store.Subscriber) -> str:
+        if subscriber.partner:
+            return f"Aus Ihrer Partnerschaft: {subscriber.name} – {subscriber.partner}"
+        return f"Aus {subscriber.name}"
+
+    def render(
+        self,
+        period: store.Period,
+        address: store.Address,
+        articles: Sequence[store.Article],
+    ) -> RenderedDigest:
+        subscriber = address.subscriber
+        own, rest = order_for(subscriber, articles)
+        subject, text, html = self._shared_parts(period, subscriber, own, rest)
+        values = {
+            _NAME: mailer.header_safe(subscriber.name),
+            _FEED: feeds.feed_url(
+                self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
+            ),
+            _UNSUBSCRIBE: self._tokens.unsubscribe_url(address),
+            _PREFERENCES: self._tokens.preferences_url(address),
+        }
+        for placeholder, value in values.items():
+            text = text.replace(placeholder, value)
+            html = html.replace(placeholder, html_lib.escape(value, quote=True))
+        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest))
+
+    def envelope(
+        self,
+        period: store.Period,
+        delivery_id: int,
+        address: store.Address,
+        digest: RenderedDigest,
+        now: datetime,
+    ) -> mailer.Envelope:
+        settings = self._settings
+        message_id = mailer.message_id(
+            settings, f"digest.{delivery_id}.{period.end.strftime('%Y%m%d%H%M')}"
+        )
+        token = self._tokens.unsubscribe(address)
+        sender = mailer.envelope_sender(settings)
+        headers = {
+            "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
+            "List-Unsubscribe": (
+                f"<{self._tokens.unsubscribe_url(address)}>, "
+                f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
+            ),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Archive": f"<{settings.link('')}>",
+        }
+        message = mailer.compose(
+            settings,
+            to_name=address.subscriber.name,
+            to_address=address.email,
+            subject=digest.subject,
+            text=digest.text,
+            html=digest.html,
+            message_id=message_id,
+            date=now,
+            extra_headers=headers,
+        )
+        return mailer.Envelope(
+            sender, address.email, mailer.to_bytes(settings, message), message_id
+        )
+
+
+# --- running --------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    periods: list[str] = field(default_factory=list)
+    planned: int = 0
+    sent: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    failed: int = 0
+    released: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"digest run: periods {', '.join(self.periods) or '-'}; sent {self.sent}, "
+            f"skipped {self.skipped}, retrying {self.retrying}, failed {self.failed} "
+            f"in {self.seconds:.2f}s"
+        )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+Progress = Callable[[str], None]
+
+
+class DigestRunner:
+    """Plans due periods into the ledger and sends what is due, batch by batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        transport: mailer.Transport,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._sessions = sessions
+        self._transport = transport
+        self.worker = worker_name()
+        self.stopping = asyncio.Event()
+        self.last_run: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    async def plan(self, at: datetime) -> tuple[list[str], int]:
+        """Add ledger rows for the newest ended period of every frequency."""
+        keys, added = [], 0
+        for frequency in store.Frequency:
+            period = latest_period(self._settings, frequency, at)
+            async with self._sessions() as session, session.begin():
+                added += await store.plan_period(session, period, store.utcnow())
+            keys.append(period.key)
+        return keys, added
+
+    async def release_dead_local_claims(self) -> int:
+        """Claims of processes on this host that no longer run go back to the queue at once
+        (a process elsewhere that died loses its claims when their lease runs out)."""
+        host = socket.gethostname()
+        async with self._sessions() as session, session.begin():
+            dead = [
+                worker
+                for worker in await store.claiming_workers(session, f"{host}:")
+                if worker != self.worker and not _pid_alive(int(worker.split(":")[1]))
+            ]
+            return await store.release_claims(session, dead)
+
+    async def run(self, at: datetime | None = None, progress: Progress | None = None) -> RunReport:
+        """Plan the periods ended at `at` (now by default) and send everything due."""
+        async with self._lock:
+            started = time.perf_counter()
+            report = RunReport()
+            report.released = await self.release_dead_local_claims()
+            report.periods, report.planned = await self.plan(at or datetime.now(UTC))
+            await self.send_due(report, progress)
+            report.seconds = time.perf_counter() - started
+            self.last_run = datetime.now(UTC)
+            log.info(report.summary())
+            return report
+
+    async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
+        renderer = DigestRenderer(self._settings)
+        article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
+        lease = timedelta(seconds=self._settings.digest_lease_seconds)
+        while not self.stopping.is_set():
+            async with self._sessions() as session, session.begin():
+                claimed = await store.claim_deliveries(
+                    session, self.worker, store.utcnow(), self._settings.digest_batch_size, lease
+                )
+            if not claimed:
+                return
+            try:
+                async with self._sessions() as session:
+                    rows = await store.deliveries_with_addresses(session, claimed)
+                    for delivery, address in rows:
+                        if self.stopping.is_set():
+                            break
+                        topics = tuple(address.subscriber.topics or ())
+                        cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
+                        if cache_key not in article_cache:
+                            article_cache[cache_key] = await store.digest_articles(
+                                session, *cache_key[:2], topics
+                            )
+                        # Shielded: a message being handed to the server is finished and
+                        # recorded even when the process is asked to stop meanwhile.
+                        outcome = await asyncio.shield(
+                            self._deliver(renderer, delivery, address, article_cache[cache_key])
+                        )
+                        setattr(report, outcome, getattr(report, outcome) + 1)
+                        if progress:
+                            progress(outcome)
+            finally:
+                async with self._sessions() as session, session.begin():
+                    report.released += await store.release_claims(session, [self.worker])
+
+    async def _deliver(
+        self,
+        renderer: DigestRenderer,
+        delivery: store.Delivery,
+        address: store.Address,
+        articles: Sequence[store.Article],
+    ) -> str:
+        settings = self._settings
+        now = store.utcnow()
+        period = store.Period(
+            store.Frequency(delivery.period_key.split(":")[0]),
+            delivery.period_start,
+            delivery.period_end,
+        )
+
+        async def finish(
+            status: store.DeliveryStatus,
+            reply: str | None = None,
+            *,
+            message_id: str | None = None,
+            article_count: int | None = None,
+            next_attempt_at: datetime | None = None,
+            count_attempt: bool = True,
+        ) -> None:
+            async with self._sessions() as session, session.begin():
+                await store.finish_delivery(
+                    session,
+                    delivery.id,
+                    self.worker,
+                    status=status,
+                    now=store.utcnow(),
+                    reply=reply,
+                    message_id=message_id,
+                    article_count=article_count,
+                    next_attempt_at=next_attempt_at,
+                    count_attempt=count_attempt,
+                )
+
+        if address.status != store.AddressStatus.ACTIVE:
+            await finish(
+                store.DeliveryStatus.SUPERSEDED, f"address {address.status}", count_attempt=False
+            )
+            return "skipped"
+        if not articles:
+            await finish(store.DeliveryStatus.EMPTY, article_count=0, count_attempt=False)
+            return "skipped"
+        digest = renderer.render(period, address, articles)
+        envelope = renderer.envelope(period, delivery.id, address, digest, now)
+        try:
+            reply = await self._transport.send(envelope)
+        except mailer.TemporarySendError as exc:
+            attempts = delivery.attempts + 1
+            if attempts >= settings.digest_max_attempts:
+                await finish(store.DeliveryStatus.FAILED, f"{exc.code} {exc.reply}"[:1000])
+                return "failed"
+            delay = settings.digest_retry_base_seconds * 2 ** (attempts - 1)
+            await finish(
+                store.DeliveryStatus.PENDING,
+                f"{exc.code} {exc.reply}"[:1000],
+                next_attempt_at=store.utcnow() + timedelta(seconds=delay),
+            )
+            return "retrying"
+        except mailer.PermanentSendError as exc:
+            await finish(store.DeliveryStatus.FAILED, f"{exc.code} {exc.reply}"[:1000])
+            async with self._sessions() as session, session.begin():
+                await store.note_address_outcome(
+                    session,
+                    address.id,
+                    permanent_failure=True,
+                    bounce_after=settings.bounce_after_failures,
+                )
+            return "failed"
+        await finish(
+            store.DeliveryStatus.SENT,
+            reply[:1000],
+            message_id=envelope.message_id,
+            article_count=len(digest.article_ids),
+        )
+        if address.consecutive_failures:
+            async with self._sessions() as session, session.begin():
+                await store.note_address_outcome(
+                    session,
+                    address.id,
+                    permanent_failure=False,
+                    bounce_after=settings.bounce_after_failures,
+                )
+        return "sent"

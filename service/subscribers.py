@@ -1,0 +1,383 @@
+"""Subscribers: validating municipalities and addresses, consent, and signed links.
+
+Owns the subscription rules: what a valid subscriber is, double opt-in with signed and
+expiring confirmation links, rate limits on confirmation mails, unsubscribe and
+preference tokens, and the operator's CSV import. Imports `config`, `store`, `mailer`,
+`templating` and `errors`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import mailer, store, templating
+from service.config import Settings
+from service.errors import PartnerpostError
+
+log = logging.getLogger(__name__)
+
+BUNDESLAENDER = {
+    "01": "Schleswig-Holstein",
+    "02": "Hamburg",
+    "03": "Niedersachsen",
+    "04": "Bremen",
+    "05": "Nordrhein-Westfalen",
+    "06": "Hessen",
+    "07": "Rheinland-Pfalz",
+    "08": "Baden-Württemberg",
+    "09": "Bayern",
+    "10": "Saarland",
+    "11": "Berlin",
+    "12": "Brandenburg",
+    "13": "Mecklenburg-Vorpommern",
+    "14": "Sachsen",
+    "15": "Sachsen-Anhalt",
+    "16": "Thüringen",
+}
+
+
+class InvalidTokenError(PartnerpostError, ValueError):
+    """A link's token is forged, expired, or meant for something else."""
+
+    def __init__(self, purpose: str, reason: str) -> None:
+        self.purpose = purpose
+        self.reason = reason
+        super().__init__(f"invalid {purpose} token: {reason}")
+
+
+class RateLimitedError(PartnerpostError):
+    """Too many subscription requests from one client."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        super().__init__(f"too many subscription requests from {client!r}")
+
+
+def _one_line(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters")
+    return " ".join(value.split())
+
+
+Name = Annotated[str, Field(min_length=2, max_length=200), AfterValidator(_one_line)]
+
+
+class SubscriberIn(BaseModel):
+    """A municipality with one contact address, as a form, the API or a CSV row gives it."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    name: Name
+    email: EmailStr
+    ags: str | None = Field(default=None, pattern=r"^\d{8}$")
+    bundesland: str | None = None
+    partner: Name | None = None
+    frequency: store.Frequency = store.Frequency.WEEKLY
+    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+    @field_validator("ags", "bundesland", "partner", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ags")
+    @classmethod
+    def _known_land(cls, value: str | None) -> str | None:
+        if value is not None and value[:2] not in BUNDESLAENDER:
+            raise ValueError(f"{value!r} is no Amtlicher Gemeindeschlüssel: unknown Land code")
+        return value
+
+    @field_validator("bundesland")
+    @classmethod
+    def _known_bundesland(cls, value: str | None) -> str | None:
+        if value is not None and value not in BUNDESLAENDER.values():
+            raise ValueError(f"{value!r} is no Bundesland")
+        return value
+
+    @model_validator(mode="after")
+    def _ags_matches_land(self) -> SubscriberIn:
+        if self.ags and self.bundesland and BUNDESLAENDER[self.ags[:2]] != self.bundesland:
+            raise ValueError(
+                f"AGS {self.ags} lies in {BUNDESLAENDER[self.ags[:2]]}, not in {self.bundesland}"
+            )
+        return self
+
+    def land(self) -> str | None:
+        return self.bundesland or (BUNDESLAENDER[self.ags[:2]] if self.ags else None)
+
+
+def describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+class Tokens:
+    """Signed links: each purpose has its own salt, so one never passes for another."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._confirm = URLSafeTimedSerializer(settings.secret_key, salt="confirm")
+        self._unsubscribe = URLSafeSerializer(settings.secret_key, salt="unsubscribe")
+        self._preferences = URLSafeSerializer(settings.secret_key, salt="preferences")
+
+    @staticmethod
+    def _payload(address: store.Address) -> dict[str, Any]:
+        return {"a": address.id, "e": address.email}
+
+    def confirm(self, address: store.Address) -> str:
+        return self._confirm.dumps(self._payload(address))
+
+    def unsubscribe(self, address: store.Address) -> str:
+        return self._unsubscribe.dumps(self._payload(address))
+
+    def preferences(self, address: store.Address) -> str:
+        return self._preferences.dumps(self._payload(address))
+
+    def confirm_url(self, address: store.Address) -> str:
+        return self._settings.link(f"bestaetigen/{self.confirm(address)}")
+
+    def unsubscribe_url(self, address: store.Address) -> str:
+        return self._settings.link(f"abmelden/{self.unsubscribe(address)}")
+
+    def preferences_url(self, address: store.Address) -> str:
+        return self._settings.link(f"einstellungen/{self.preferences(address)}")
+
+    async def address(self, session: AsyncSession, purpose: str, token: str) -> store.Address:
+        """The address a token was made for; `InvalidTokenError` if it is not valid."""
+        try:
+            if purpose == "confirm":
+                max_age = self._settings.confirm_max_age_hours * 3600
+                payload = self._confirm.loads(token, max_age=max_age)
+            elif purpose == "unsubscribe":
+                payload = self._unsubscribe.loads(token)
+            elif purpose == "preferences":
+                payload = self._preferences.loads(token)
+            else:
+                raise InvalidTokenError(purpose, "unknown purpose")
+        except SignatureExpired as exc:
+            raise InvalidTokenError(purpose, "expired") from exc
+        except BadSignature as exc:
+            raise InvalidTokenError(purpose, "bad signature") from exc
+        if not isinstance(payload, dict) or not isinstance(payload.get("a"), int):
+            raise InvalidTokenError(purpose, "malformed")
+        address = await store.address_by_id(session, payload["a"])
+        if address is None or address.email != payload.get("e"):
+            raise InvalidTokenError(purpose, "made for another address")
+        return address
+
+
+# --- subscribing ----------------------------------------------------------------------
+
+
+async def _find_or_create_subscriber(
+    session: AsyncSession, data: SubscriberIn, now: datetime
+) -> store.Subscriber:
+    existing = await store.subscriber_by_name(session, data.name)
+    if existing is not None:
+        return existing
+    return await store.create_subscriber(
+        session,
+        name=data.name,
+        frequency=data.frequency,
+        ags=data.ags,
+        bundesland=data.land(),
+        partner=data.partner,
+        topics=data.topics,
+        now=now,
+    )
+
+
+def confirmation_mail(
+    settings: Settings, tokens: Tokens, address: store.Address, now: datetime
+) -> mailer.Envelope:
+    env = templating.environment()
+    context = {
+        "subscriber": address.subscriber,
+        "confirm_url": tokens.confirm_url(address),
+        "valid_hours": settings.confirm_max_age_hours,
+        "imprint": settings.imprint,
+        "site_url": settings.link(""),
+    }
+    message_id = mailer.message_id(settings, f"confirm.{address.id}.{int(now.timestamp())}")
+    message = mailer.compose(
+        settings,
+        to_name=address.subscriber.name,
+        to_address=address.email,
+        subject="Bitte bestätigen Sie Ihr Abonnement: Kommunalpartnerschaften Ukraine",
+        text=env.get_template("email/confirmation.txt.j2").render(context),
+        html=env.get_template("email/confirmation.html.j2").render(context),
+        message_id=message_id,
+        date=now,
+    )
+    return mailer.Envelope(
+        mailer.envelope_sender(settings),
+        address.email,
+        mailer.to_bytes(settings, message),
+        message_id,
+    )
+
+
+async def request_subscription(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    transport: mailer.Transport,
+    data: SubscriberIn,
+    client: str,
+    now: datetime,
+) -> None:
+    """Start double opt-in for the address. The caller answers the same whatever happens
+    here (no enumeration); only too many requests from one client raise."""
+    tokens = Tokens(settings)
+    envelope: mailer.Envelope | None = None
+    async with sessions() as session, session.begin():
+        hour_ago = now - timedelta(hours=1)
+        if (
+            await store.count_recent_requests(session, since=hour_ago, client=client)
+            >= settings.confirmations_per_client
+        ):
+            raise RateLimitedError(client)
+        address = await store.address_by_email(session, data.email)
+        if address is None:
+            subscriber = await _find_or_create_subscriber(session, data, now)
+            address = await store.add_address(
+                session, subscriber, data.email, store.AddressStatus.PENDING, now
+            )
+        mail_it = address.status != store.AddressStatus.ACTIVE and (
+            await store.count_recent_requests(
+                session, since=now - timedelta(days=1), email=data.email
+            )
+            < settings.confirmations_per_address
+        )
+        await store.record_request(session, data.email, client, mail_it, now)
+        if mail_it:
+            envelope = confirmation_mail(settings, tokens, address, now)
+    if envelope is not None:
+        try:
+            await transport.send(envelope)
+        except mailer.SendError as exc:
+            log.warning("confirmation mail not sent: %s", exc)
+
+
+async def confirm(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], token: str, now: datetime
+) -> store.Address:
+    async with sessions() as session, session.begin():
+        address = await Tokens(settings).address(session, "confirm", token)
+        if address.status == store.AddressStatus.BOUNCED:
+            address.consecutive_failures = 0
+        store.activate(address, now)
+        return address
+
+
+async def unsubscribe(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], token: str, now: datetime
+) -> store.Address:
+    async with sessions() as session, session.begin():
+        address = await Tokens(settings).address(session, "unsubscribe", token)
+        store.unsubscribe(address, now)
+        return address
+
+
+class PreferencesIn(BaseModel):
+    frequency: store.Frequency
+    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+async def update_preferences(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    token: str,
+    preferences: PreferencesIn,
+) -> store.Subscriber:
+    async with sessions() as session, session.begin():
+        address = await Tokens(settings).address(session, "preferences", token)
+        subscriber = address.subscriber
+        subscriber.frequency = str(preferences.frequency)
+        subscriber.topics = list(dict.fromkeys(preferences.topics))
+        return subscriber
+
+
+# --- the operator's CSV import --------------------------------------------------------
+
+CSV_COLUMNS = ("name", "email", "ags", "bundesland", "partner", "frequency", "topics")
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    unchanged: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _topics(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").replace("|", ";").split(";") if t.strip()]
+
+
+async def import_csv(
+    sessions: async_sessionmaker[AsyncSession], text: str, now: datetime
+) -> ImportReport:
+    """Import addresses the operator vouches for (active at once); bad rows are reported
+    with their line and reason, the good ones imported."""
+    report = ImportReport()
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"name", "email"} - set(reader.fieldnames or [])
+    if missing:
+        report.rejected.append((1, f"header lacks the column(s) {', '.join(sorted(missing))}"))
+        return report
+    unknown = set(reader.fieldnames or []) - set(CSV_COLUMNS)
+    if unknown:
+        report.rejected.append((1, f"unknown column(s) {', '.join(sorted(unknown))}"))
+        return report
+    async with sessions() as session, session.begin():
+        for row in reader:
+            line = reader.line_num
+            raw = {k: v for k, v in row.items() if k and v is not None and v.strip()}
+            raw["topics"] = _topics(row.get("topics"))
+            raw.setdefault("frequency", "weekly")
+            try:
+                data = SubscriberIn.model_validate(raw)
+            except ValidationError as exc:
+                report.rejected.append((line, describe(exc)))
+                continue
+            existing = await store.address_by_email(session, data.email)
+            if existing is not None:
+                if existing.status == store.AddressStatus.UNSUBSCRIBED:
+                    report.rejected.append(
+                        (line, f"{data.email} unsubscribed itself; only it can subscribe again")
+                    )
+                else:
+                    report.unchanged += 1
+                continue
+            subscriber = await _find_or_create_subscriber(session, data, now)
+            await store.add_address(
+                session, subscriber, data.email, store.AddressStatus.ACTIVE, now
+            )
+            report.added += 1
+    return report
