@@ -1,4 +1,5 @@
-"""Command line: `partnerpost serve | db | ingest | feeds | articles`.
+"""Command line: `partnerpost serve | worker | db | ingest | feeds | articles |
+subscribers | digest`.
 
 An entry point: builds the settings, opens and closes the engine for each command, and
 turns errors into a message and an exit code (0 fine, 1 some input rejected, 2 failure).
@@ -11,16 +12,18 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, ingest, store, templating
+from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
 from service.config import Settings, load_settings
 from service.errors import IngestInputError, PartnerpostError
 
@@ -30,11 +33,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Subscribed municipalities.", no_args_is_help=True)
+digest_app = typer.Typer(help="The email digest.", no_args_is_help=True)
 feeds_app = typer.Typer(help="Feed files.", no_args_is_help=True)
 articles_app = typer.Typer(help="Stored articles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(articles_app, name="articles")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(digest_app, name="digest")
 
 # soft_wrap: a long message stays one line in logs and pipes instead of wrapping at 80.
 out = Console(soft_wrap=True)
@@ -139,6 +146,10 @@ def ingest_command(
         str | None,
         typer.Option("--format", help="text, html, json or ndjson; detected when omitted."),
     ] = None,
+    no_notify: Annotated[
+        bool,
+        typer.Option("--no-notify", help="A backfill: feeds show new articles, no digest does."),
+    ] = False,
 ) -> None:
     """Import articles from a listing page (text or HTML), JSON or NDJSON."""
     settings = _settings()
@@ -153,7 +164,7 @@ def ingest_command(
     async def work(
         engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> ingest.IngestReport:
-        report = await ingest.save(sessions, parsed)
+        report = await ingest.save(sessions, parsed, notify=not no_notify)
         if report.changed:
             await feeds.build_feeds(settings, engine, sessions)
         return report
@@ -211,6 +222,269 @@ def articles_list(
             article.slug,
         )
     out.print(table)
+
+
+# --- subscribers ----------------------------------------------------------------------
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    path: Annotated[Path, typer.Argument(help="CSV: name,email,ags,bundesland,partner,...")],
+) -> None:
+    """Import addresses the operator confirmed; bad rows are listed with their reasons."""
+    settings = _settings()
+    try:
+        text = ingest.decode(path.read_bytes(), str(path))
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot read {escape(str(path))}: {exc.strerror}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+
+    async def work(
+        _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> subscribers.ImportReport:
+        return await subscribers.import_csv(sessions, text, store.utcnow())
+
+    report = _with_store(settings, work)
+    out.print(
+        f"{report.added} added, {report.unchanged} unchanged, {len(report.rejected)} rejected"
+    )
+    for line, reason in report.rejected:
+        err.print(
+            f"rejected {path}:line {line}: {reason}", style="yellow", markup=False, highlight=False
+        )
+    if report.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    name: Annotated[str, typer.Argument(help='The municipality, e.g. "Stadt Leipzig".')],
+    email: Annotated[str, typer.Argument(help="Contact address (confirmed by you).")],
+    ags: Annotated[str | None, typer.Option(help="Amtlicher Gemeindeschlüssel.")] = None,
+    bundesland: Annotated[str | None, typer.Option(help="Bundesland.")] = None,
+    partner: Annotated[str | None, typer.Option(help="Ukrainian partner municipality.")] = None,
+    frequency: Annotated[str, typer.Option(help="daily, weekly or monthly.")] = "weekly",
+    topic: Annotated[list[str] | None, typer.Option(help="Only this topic; repeatable.")] = None,
+) -> None:
+    """Subscribe an address the operator vouches for (no confirmation mail)."""
+    settings = _settings()
+    try:
+        data = subscribers.SubscriberIn(
+            name=name,
+            email=email,
+            ags=ags,
+            bundesland=bundesland,
+            partner=partner,
+            frequency=frequency,
+            topics=topic or [],
+        )
+    except ValidationError as exc:
+        err.print(f"[red]invalid:[/] {escape(subscribers.describe(exc))}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+
+    async def work(_: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        async with sessions() as session, session.begin():
+            if await store.address_by_email(session, data.email) is not None:
+                return False
+        return (await subscribers.import_rows(sessions, [data], store.utcnow())).added == 1
+
+    if not _with_store(settings, work):
+        err.print(f"{data.email} is already subscribed", markup=False)
+        raise typer.Exit(EXIT_REJECTED)
+    out.print(f"{data.email} subscribed for {data.name} ({data.frequency})", markup=False)
+
+
+@subscribers_app.command("list")
+def subscribers_list() -> None:
+    """Show municipalities with their addresses and each address's status."""
+    settings = _settings()
+
+    async def work(
+        _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> list[store.Subscriber]:
+        async with sessions() as session:
+            return list(await store.all_subscribers(session))
+
+    table = Table("Kommune", "Partner", "AGS", "Häufigkeit", "Adresse", "Status")
+    for subscriber in _with_store(settings, work):
+        rows = [(a.email, str(a.status)) for a in subscriber.addresses] or [("", "")]
+        for email, status in rows:
+            table.add_row(
+                subscriber.name,
+                subscriber.partner or "",
+                subscriber.ags or "",
+                subscriber.frequency,
+                email,
+                status,
+            )
+    out.print(table)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(
+    target: Annotated[str, typer.Argument(help="An address, or a municipality's name.")],
+) -> None:
+    """Remove one address, or a municipality with all its addresses and history."""
+    settings = _settings()
+
+    async def work(_: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> str | None:
+        async with sessions() as session, session.begin():
+            if "@" in target:
+                address = await store.address_by_email(session, target)
+                if address is None:
+                    return None
+                await session.delete(address)
+                return f"address {address.email}"
+            subscriber = await store.subscriber_by_name(session, target)
+            if subscriber is None:
+                return None
+            await store.remove_subscriber(session, subscriber)
+            return f"{subscriber.name} with {len(subscriber.addresses)} address(es)"
+
+    removed = _with_store(settings, work)
+    if removed is None:
+        err.print(f"no subscriber or address {target!r}", markup=False)
+        raise typer.Exit(EXIT_REJECTED)
+    out.print(f"removed {removed}", markup=False)
+
+
+# --- digest ---------------------------------------------------------------------------
+
+
+def _parse_at(value: str | None) -> datetime:
+    """`--at`: ISO 8601; without an offset it is Europe/Berlin time."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --at {value!r} is no ISO 8601 date or time")
+        raise typer.Exit(EXIT_FAILURE) from exc
+    return moment.replace(tzinfo=digest.BERLIN) if moment.tzinfo is None else moment
+
+
+AtOption = Annotated[
+    str | None,
+    typer.Option("--at", help="Act as if it were this moment (ISO 8601; Berlin time)."),
+]
+
+
+@digest_app.command("preview")
+def digest_preview(
+    to: Annotated[str, typer.Option("--to", help="The subscribed address.")],
+    at: AtOption = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path("."),
+) -> None:
+    """Write the digest an address would get as HTML and .eml files; send nothing."""
+    settings = _settings()
+    moment = _parse_at(at)
+
+    async def work(
+        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> tuple[store.Period, digest.RenderedDigest, mailer.Envelope] | None:
+        transport = mailer.FileTransport(out_dir)
+        runner = digest.DigestRunner(settings, engine, sessions, transport)
+        return await runner.preview(to, moment)
+
+    try:
+        result = _with_store(settings, work)
+    except LookupError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+    if result is None:
+        out.print(f"nothing new for {to}: no digest would be sent", markup=False)
+        return
+    _period, rendered, envelope = result
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"digest-{store.slugify(to)}"
+    (out_dir / f"{stem}.html").write_text(rendered.html, encoding="utf-8")
+    (out_dir / f"{stem}.eml").write_bytes(envelope.data)
+    out.print(
+        f"{rendered.subject}: {len(rendered.article_ids)} article(s) -> "
+        f"{out_dir / stem}.html, {out_dir / stem}.eml",
+        markup=False,
+    )
+
+
+@digest_app.command("run")
+def digest_run(
+    at: AtOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; change nothing.")
+    ] = False,
+) -> None:
+    """Send every digest that is due (at --at), with a progress bar and a summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    settings = _settings()
+    moment = _parse_at(at)
+
+    async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> int:
+        transport = mailer.create_transport(settings)
+        runner = digest.DigestRunner(settings, engine, sessions, transport)
+        try:
+            if dry_run:
+                due = await runner.dry_run(moment)
+                table = Table("Adresse", "Zeitraum", "Artikel")
+                for email, period, count in due:
+                    table.add_row(email, period, str(count))
+                out.print(table)
+                out.print(f"{len(due)} digest(s) would be sent", markup=False)
+                return 0
+            with Progress(
+                TextColumn("Digests"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("send", total=None)
+                report = await runner.run(
+                    moment,
+                    progress=lambda _: bar.advance(task),
+                    on_start=lambda total: bar.update(task, total=total),
+                )
+            out.print(
+                f"sent {report.sent}, skipped {report.skipped}, failed {report.failed}, "
+                f"retrying {report.retrying} ({', '.join(report.periods)})",
+                markup=False,
+            )
+            return report.failed
+        finally:
+            await transport.close()
+
+    failed = _with_store(settings, work)
+    if failed:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def worker() -> None:
+    """Run the scheduler without HTTP: digests, retries and feeds, until SIGTERM."""
+    import signal
+
+    settings = _settings()
+
+    async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
+        transport = mailer.create_transport(settings)
+        refresher = scheduler.FeedRefresher(settings, engine, sessions)
+        runner = digest.DigestRunner(settings, engine, sessions, transport)
+        jobs = scheduler.create_scheduler(settings, refresher, runner)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        jobs.start()
+        logging.getLogger(__name__).info("worker %s started", runner.worker)
+        try:
+            await stop.wait()
+        finally:
+            jobs.shutdown(wait=False)
+            await runner.stop()
+            await transport.close()
+        logging.getLogger(__name__).info("worker %s stopped", runner.worker)
+
+    _with_store(settings, work)
 
 
 def main() -> None:

@@ -302,6 +302,12 @@ class DigestRunner:
         self.last_run: datetime | None = None
         self._lock = asyncio.Lock()
 
+    async def stop(self) -> None:
+        """Finish the message in flight, hand back unsent claims, and return when idle."""
+        self.stopping.set()
+        async with self._lock:
+            pass
+
     async def plan(self, at: datetime) -> tuple[list[str], int]:
         """Add ledger rows for the newest ended period of every frequency."""
         keys, added = [], 0
@@ -311,6 +317,49 @@ class DigestRunner:
                 added += await store.plan_period(session, period, store.utcnow())
             keys.append(period.key)
         return keys, added
+
+    async def dry_run(self, at: datetime) -> list[tuple[str, str, int]]:
+        """(address, period, articles) of every digest a run at `at` would send now;
+        plans inside a transaction that is rolled back, so nothing changes."""
+        due: list[tuple[str, str, int]] = []
+        async with self._sessions() as session:
+            transaction = await session.begin()
+            try:
+                now = store.utcnow()
+                for frequency in store.Frequency:
+                    period = latest_period(self._settings, frequency, at)
+                    await store.plan_period(session, period, now)
+                for delivery, address in await store.due_deliveries(session, now):
+                    articles = await store.digest_articles(
+                        session,
+                        delivery.after_article_id,
+                        delivery.upto_article_id,
+                        address.subscriber.topics or (),
+                    )
+                    if articles and address.status == store.AddressStatus.ACTIVE:
+                        due.append((address.email, delivery.period_key, len(articles)))
+            finally:
+                await transaction.rollback()
+        return due
+
+    async def preview(
+        self, email: str, at: datetime
+    ) -> tuple[store.Period, RenderedDigest, mailer.Envelope] | None:
+        """The digest the address would get for the period ended at `at`; None when it
+        would get none (nothing new). Sends and records nothing."""
+        async with self._sessions() as session:
+            address = await store.address_by_email(session, email)
+            if address is None:
+                raise LookupError(f"no subscribed address {email!r}")
+            subscriber = address.subscriber
+            period = latest_period(self._settings, store.Frequency(subscriber.frequency), at)
+            after, upto = await store.next_window(session, address, period, store.utcnow())
+            articles = await store.digest_articles(session, after, upto, subscriber.topics or ())
+            if not articles:
+                return None
+            renderer = DigestRenderer(self._settings)
+            rendered = renderer.render(period, address, articles)
+            return period, rendered, renderer.envelope(period, 0, address, rendered, at)
 
     async def release_dead_local_claims(self) -> int:
         """Claims of processes on this host that no longer run go back to the queue at once
@@ -324,13 +373,22 @@ class DigestRunner:
             ]
             return await store.release_claims(session, dead)
 
-    async def run(self, at: datetime | None = None, progress: Progress | None = None) -> RunReport:
-        """Plan the periods ended at `at` (now by default) and send everything due."""
+    async def run(
+        self,
+        at: datetime | None = None,
+        progress: Progress | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RunReport:
+        """Plan the periods ended at `at` (now by default) and send everything due;
+        `on_start` learns how many deliveries are due, `progress` each outcome."""
         async with self._lock:
             started = time.perf_counter()
             report = RunReport()
             report.released = await self.release_dead_local_claims()
             report.periods, report.planned = await self.plan(at or datetime.now(UTC))
+            if on_start is not None:
+                async with self._sessions() as session:
+                    on_start(await store.count_due(session, store.utcnow()))
             await self.send_due(report, progress)
             report.seconds = time.perf_counter() - started
             self.last_run = datetime.now(UTC)

@@ -4,7 +4,9 @@ Owns the feed files under `settings.feeds_dir`: their names, their content, and 
 them atomically and only when their bytes change. Imports `config` and `store`.
 
 Files: `artikel.{xml,atom,json}` (the newest articles) and
-`themen/<topic>.{xml,atom,json}` (one set per topic); `.xml` is RSS, `.atom` Atom.
+`themen/<topic>.{xml,atom,json}` (one set per topic) and `kommunen/<municipality>.{...}`
+(the articles that mention a subscribed municipality or its partner); `.xml` is RSS,
+`.atom` Atom.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 MAIN_FEED = "artikel"
 TOPICS_DIR = "themen"
 MUNICIPALITIES_DIR = "kommunen"
+# How many of the newest articles a municipality's feed is picked from.
+MUNICIPALITY_SCAN = 1000
 FORMATS = {
     ".xml": "application/rss+xml; charset=utf-8",
     ".atom": "application/atom+xml; charset=utf-8",
@@ -230,12 +234,27 @@ async def feed_specs(settings: Settings, session: AsyncSession) -> list[FeedSpec
                 articles=await store.newest_articles(session, settings.feed_size, topic=topic),
             )
         )
+    recent = await store.newest_articles(session, MUNICIPALITY_SCAN)
+    for subscriber in await store.all_subscribers(session):
+        names = store.place_names(subscriber)
+        about = [a for a in recent if store.mention_score(a, names) > 0]
+        specs.append(
+            FeedSpec(
+                stem=f"{MUNICIPALITIES_DIR}/{subscriber.slug}",
+                title=f"{title} – {subscriber.name}",
+                description=f"Nachrichten, die {' oder '.join(names)} erwähnen",
+                home_url=home,
+                articles=about[: settings.feed_size],
+            )
+        )
     return specs
 
 
-def write_feeds(settings: Settings, specs: Sequence[FeedSpec], prune: str | None) -> BuildReport:
-    """Write every format of each spec; with `prune`, delete feeds in that folder that
-    no spec produced (a topic nobody uses any more)."""
+def write_feeds(
+    settings: Settings, specs: Sequence[FeedSpec], prune: Sequence[str] = ()
+) -> BuildReport:
+    """Write every format of each spec, then delete feeds in the `prune` folders that no
+    spec produced (a topic nobody uses any more, a municipality that left)."""
     report = BuildReport()
     produced: set[Path] = set()
     for spec in specs:
@@ -246,9 +265,8 @@ def write_feeds(settings: Settings, specs: Sequence[FeedSpec], prune: str | None
                 report.written.append(path)
             else:
                 report.unchanged += 1
-    if prune:
-        folder = settings.feeds_dir / prune
-        for path in folder.glob("*") if folder.is_dir() else []:
+    for folder in (settings.feeds_dir / name for name in prune):
+        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
             if path.suffix in RENDERERS and path.resolve() not in produced:
                 path.unlink()
                 report.removed.append(path)
@@ -266,7 +284,7 @@ async def build_feeds(
             return None
         async with sessions() as session:
             specs = await feed_specs(settings, session)
-        report = write_feeds(settings, specs, prune=TOPICS_DIR)
+        report = write_feeds(settings, specs, prune=(TOPICS_DIR, MUNICIPALITIES_DIR))
     report.seconds = time.perf_counter() - started
     log.info(
         "feeds built: %d written, %d unchanged, %d removed in %.3fs",

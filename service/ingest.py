@@ -126,7 +126,7 @@ class ArticleIn(BaseModel):
             return datetime.combine(value, time(), BERLIN)
         return value.replace(tzinfo=BERLIN) if value.tzinfo is None else value
 
-    def to_data(self) -> store.ArticleData:
+    def to_data(self, notify: bool = True) -> store.ArticleData:
         published_at = self.published_at()
         key = self.key or self.source_url
         if key is None:
@@ -143,6 +143,7 @@ class ArticleIn(BaseModel):
             image_url=self.image_url,
             source_url=self.source_url,
             topics=tuple(dict.fromkeys(self.topics)),
+            notify=notify,
         )
 
 
@@ -496,15 +497,20 @@ def decode(data: bytes, source: str) -> str:
 
 
 async def save(
-    sessions: async_sessionmaker[AsyncSession], parsed: Parsed, now: datetime | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    parsed: Parsed,
+    now: datetime | None = None,
+    *,
+    notify: bool = True,
 ) -> IngestReport:
     """Save the parsed articles in one transaction; a page heading is kept as a site fact.
 
-    `now` is the import time recorded on the articles (the current time when None)."""
+    `now` is the import time recorded on the articles (the current time when None).
+    With `notify=False` new articles are a backfill that no digest carries."""
     report = IngestReport(rejections=list(parsed.rejections), heading=parsed.heading)
     async with sessions() as session, session.begin():
         for _line, article in parsed.articles:
-            outcome, _ = await store.save_article(session, article.to_data(), now)
+            outcome, _ = await store.save_article(session, article.to_data(notify), now)
             if outcome is store.SaveOutcome.CREATED:
                 report.created += 1
             elif outcome is store.SaveOutcome.UPDATED:

@@ -1,8 +1,8 @@
-"""Scheduler: APScheduler 3 jobs that keep feeds (and later digests) up to date.
+"""Scheduler: APScheduler 3 jobs that keep feeds up to date and send digests.
 
 Owns no data. What is due is derived from the store each time a job runs, so a restart,
 a second replica or a missed tick changes nothing that is produced. Imports `config`,
-`store` and `feeds`.
+`store`, `feeds` and `digest`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, store
+from service import digest, feeds, store
 from service.config import Settings
 
 log = logging.getLogger(__name__)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FEEDS_JOB = "feeds"
+DIGEST_RETRY_JOB = "digest-retry"
 
 
 class FeedRefresher:
@@ -42,9 +44,7 @@ class FeedRefresher:
 
     async def _version(self) -> str:
         async with self._sessions() as session:
-            articles = await store.articles_version(session)
-            heading = await store.get_fact(session, store.LISTING_HEADING)
-        return f"{articles}|{heading}"
+            return await store.feeds_version(session)
 
     async def refresh(self, *, force: bool = False) -> feeds.BuildReport | None:
         """Build the feeds if stale (or `force`); None when nothing was built."""
@@ -59,18 +59,54 @@ class FeedRefresher:
             return report
 
 
-def create_scheduler(settings: Settings, refresher: FeedRefresher) -> AsyncIOScheduler:
-    """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it."""
+async def _run_digest(runner: digest.DigestRunner) -> None:
+    # A failing run must not kill the job: the next tick tries again from the ledger.
+    try:
+        await runner.run()
+    except Exception:
+        log.exception("digest run failed; the next tick retries")
+
+
+def create_scheduler(
+    settings: Settings, refresher: FeedRefresher, runner: digest.DigestRunner | None
+) -> AsyncIOScheduler:
+    """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it.
+
+    Digests: a cron job per frequency at its period end, and a job every
+    `digest_retry_seconds` that sends retries and, run at once on start, catches up on a
+    period that ended while nothing ran. Both only derive what is due from the ledger.
+    """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
+    common = {"coalesce": True, "max_instances": 1}
     scheduler.add_job(
         refresher.refresh,
         "interval",
         seconds=settings.feeds_check_seconds,
         id=FEEDS_JOB,
         next_run_time=datetime.now(BERLIN),
-        coalesce=True,
-        max_instances=1,
         misfire_grace_time=settings.feeds_check_seconds,
+        **common,
+    )
+    if runner is None:
+        return scheduler
+    for frequency in store.Frequency:
+        scheduler.add_job(
+            _run_digest,
+            CronTrigger.from_crontab(digest.cron_of(settings, frequency), timezone=BERLIN),
+            args=[runner],
+            id=f"digest-{frequency}",
+            misfire_grace_time=3600,
+            **common,
+        )
+    scheduler.add_job(
+        _run_digest,
+        "interval",
+        seconds=settings.digest_retry_seconds,
+        args=[runner],
+        id=DIGEST_RETRY_JOB,
+        next_run_time=datetime.now(BERLIN),
+        misfire_grace_time=settings.digest_retry_seconds,
+        **common,
     )
     return scheduler
 

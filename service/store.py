@@ -496,15 +496,19 @@ async def count_articles(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(Article)) or 0)
 
 
-async def articles_version(session: AsyncSession) -> str:
-    """A value that changes whenever an article is added, edited or removed."""
-    row = (
+async def feeds_version(session: AsyncSession) -> str:
+    """A value that changes whenever something feeds show changes: an article is added,
+    edited or removed, a municipality joins or leaves, the listing heading changes."""
+    articles = (
         await session.execute(
             select(func.count(Article.id), func.max(Article.id), func.max(Article.updated_at))
         )
     ).one()
-    count, max_id, max_updated = row
-    return f"{count}:{max_id}:{max_updated}"
+    subscribers = (
+        await session.execute(select(func.count(Subscriber.id), func.max(Subscriber.id)))
+    ).one()
+    heading = await get_fact(session, LISTING_HEADING)
+    return f"{tuple(articles)}|{tuple(subscribers)}|{heading}"
 
 
 # --- site facts -----------------------------------------------------------------------
@@ -711,6 +715,41 @@ def _newest_id_before(created: list[datetime], ids: list[int], moment: datetime)
     return newest
 
 
+async def _high_water_marks(session: AsyncSession, address_ids: Sequence[int]) -> dict[int, int]:
+    """Per address, the newest article a sent, empty or still live digest row carries."""
+    rows = await session.execute(
+        select(Delivery.address_id, func.max(Delivery.upto_article_id))
+        .where(Delivery.address_id.in_(address_ids), Delivery.status.in_(_LIVE))
+        .group_by(Delivery.address_id)
+    )
+    return {address_id: int(mark) for address_id, mark in rows.all()}
+
+
+async def next_window(
+    session: AsyncSession, address: Address, period: Period, now: datetime
+) -> tuple[int, int]:
+    """(after, upto): the article ids the address's next digest would carry, as
+    `plan_period` would plan it now; for previews, writes nothing."""
+    upto = int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
+    after = (await _high_water_marks(session, [address.id])).get(address.id)
+    if after is None:
+        created, ids = await _article_watermarks(session)
+        confirmed = address.confirmed_at or now
+        after = _newest_id_before(created, ids, confirmed - (period.end - period.start))
+    return after, max(after, upto)
+
+
+async def count_due(session: AsyncSession, now: datetime) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        )
+        or 0
+    )
+
+
 async def plan_period(
     session: AsyncSession, period: Period, now: datetime, batch_size: int = 1000
 ) -> int:
@@ -759,15 +798,7 @@ async def plan_period(
             )
             .values(status=DeliveryStatus.SUPERSEDED, last_reply="superseded by " + period.key)
         )
-        marks = dict(
-            (
-                await session.execute(
-                    select(Delivery.address_id, func.max(Delivery.upto_article_id))
-                    .where(Delivery.address_id.in_(address_ids), Delivery.status.in_(_LIVE))
-                    .group_by(Delivery.address_id)
-                )
-            ).all()
-        )
+        marks = await _high_water_marks(session, address_ids)
         rows = []
         for address_id, confirmed_at in batch:
             after = marks.get(address_id)
@@ -856,6 +887,16 @@ async def deliveries_with_addresses(
         select(Delivery, Address)
         .join(Address, Address.id == Delivery.address_id)
         .where(Delivery.id.in_(delivery_ids))
+        .order_by(Delivery.id)
+    )
+    return [(row[0], row[1]) for row in rows.all()]
+
+
+async def due_deliveries(session: AsyncSession, now: datetime) -> list[tuple[Delivery, Address]]:
+    rows = await session.execute(
+        select(Delivery, Address)
+        .join(Address, Address.id == Delivery.address_id)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
         .order_by(Delivery.id)
     )
     return [(row[0], row[1]) for row in rows.all()]

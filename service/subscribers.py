@@ -133,6 +133,33 @@ def describe(exc: ValidationError) -> str:
     )
 
 
+_FIELD_NAMES = {
+    "name": "Kommune",
+    "email": "E-Mail-Adresse",
+    "ags": "Amtlicher Gemeindeschlüssel",
+    "bundesland": "Bundesland",
+    "partner": "Partnerkommune",
+    "frequency": "Häufigkeit",
+    "topics": "Themen",
+}
+
+
+def german_error(error: Any) -> str:
+    """A validation error as a town hall's staff should read it."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    label = _FIELD_NAMES.get(field, "Angaben")
+    kind = error["type"]
+    if field == "email":
+        return f"{label}: bitte eine gültige Adresse angeben, z. B. name@stadt.de"
+    if field == "ags":
+        return f"{label}: acht Ziffern, z. B. 14713000 für Leipzig"
+    if kind == "missing":
+        return f"{label}: bitte ausfüllen"
+    if kind in {"string_too_short", "string_too_long"}:
+        return f"{label}: bitte zwischen 2 und 200 Zeichen"
+    return f"{label}: ungültige Angabe"
+
+
 # --- tokens ---------------------------------------------------------------------------
 
 
@@ -355,29 +382,53 @@ async def import_csv(
     if unknown:
         report.rejected.append((1, f"unknown column(s) {', '.join(sorted(unknown))}"))
         return report
+    valid: list[tuple[int, SubscriberIn]] = []
+    for row in reader:
+        raw = {k: v for k, v in row.items() if k and v is not None and v.strip()}
+        raw["topics"] = _topics(row.get("topics"))
+        raw.setdefault("frequency", "weekly")
+        try:
+            valid.append((reader.line_num, SubscriberIn.model_validate(raw)))
+        except ValidationError as exc:
+            report.rejected.append((reader.line_num, describe(exc)))
+    imported = await import_rows(sessions, [data for _, data in valid], now)
+    report.added, report.unchanged = imported.added, imported.unchanged
+    lines = {data.email: line for line, data in valid}
+    report.rejected += [(lines[email], reason) for email, reason in imported.refused]
+    report.rejected.sort()
+    return report
+
+
+@dataclass
+class _Imported:
+    added: int = 0
+    unchanged: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def import_rows(
+    sessions: async_sessionmaker[AsyncSession], rows: list[SubscriberIn], now: datetime
+) -> _Imported:
+    """Add operator-confirmed addresses (active at once); known addresses stay as they are,
+    and one that unsubscribed itself is not subscribed again."""
+    result = _Imported()
     async with sessions() as session, session.begin():
-        for row in reader:
-            line = reader.line_num
-            raw = {k: v for k, v in row.items() if k and v is not None and v.strip()}
-            raw["topics"] = _topics(row.get("topics"))
-            raw.setdefault("frequency", "weekly")
-            try:
-                data = SubscriberIn.model_validate(raw)
-            except ValidationError as exc:
-                report.rejected.append((line, describe(exc)))
-                continue
+        for data in rows:
             existing = await store.address_by_email(session, data.email)
             if existing is not None:
                 if existing.status == store.AddressStatus.UNSUBSCRIBED:
-                    report.rejected.append(
-                        (line, f"{data.email} unsubscribed itself; only it can subscribe again")
+                    result.refused.append(
+                        (
+                            data.email,
+                            f"{data.email} unsubscribed itself; only it can subscribe again",
+                        )
                     )
                 else:
-                    report.unchanged += 1
+                    result.unchanged += 1
                 continue
             subscriber = await _find_or_create_subscriber(session, data, now)
             await store.add_address(
                 session, subscriber, data.email, store.AddressStatus.ACTIVE, now
             )
-            report.added += 1
-    return report
+            result.added += 1
+    return result

@@ -20,13 +20,13 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
-from service import feeds, ingest, scheduler, store, templating
+from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
 from service.config import Settings
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
 
@@ -118,18 +118,26 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = store.create_engine(settings.database_url)
+        transport = mailer.create_transport(settings)
         try:
             await store.upgrade(engine)
+            sessions = store.session_factory(engine)
             app.state.engine = engine
-            app.state.sessions = store.session_factory(engine)
-            app.state.refresher = scheduler.FeedRefresher(settings, engine, app.state.sessions)
-            app.state.scheduler = scheduler.create_scheduler(settings, app.state.refresher)
+            app.state.sessions = sessions
+            app.state.transport = transport
+            app.state.refresher = scheduler.FeedRefresher(settings, engine, sessions)
+            app.state.runner = digest.DigestRunner(settings, engine, sessions, transport)
+            app.state.scheduler = scheduler.create_scheduler(
+                settings, app.state.refresher, app.state.runner
+            )
             app.state.scheduler.start()
             try:
                 yield
             finally:
                 app.state.scheduler.shutdown(wait=False)
+                await app.state.runner.stop()
         finally:
+            await transport.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -225,12 +233,179 @@ def create_app(settings: Settings) -> FastAPI:
         if not request.app.state.scheduler.running:
             problems.append("scheduler is not running")
         last_build = request.app.state.refresher.last_build
+        last_run = request.app.state.runner.last_run
         body = {
             "status": "fail" if problems else "ok",
             "problems": problems,
             "last_feed_build": last_build.isoformat() if last_build else None,
+            "last_digest_run": last_run.isoformat() if last_run else None,
         }
         return JSONResponse(body, status_code=503 if problems else 200)
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    frequencies = [("daily", "täglich"), ("weekly", "wöchentlich"), ("monthly", "monatlich")]
+
+    async def message(
+        db_session: AsyncSession, heading: str, *paragraphs: str, code: int = 200
+    ) -> HTMLResponse:
+        return await page(db_session, "message", code=code, heading=heading, paragraphs=paragraphs)
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    async def subscribe_form(
+        db_session: AsyncSession, form: dict[str, Any], errors: list[str], code: int = 200
+    ) -> HTMLResponse:
+        return await page(
+            db_session,
+            "subscribe",
+            code=code,
+            form=form,
+            errors=errors,
+            action=settings.link("abonnieren"),
+            frequencies=frequencies,
+            bundeslaender=sorted(subscribers.BUNDESLAENDER.values()),
+            topics=await store.all_topics(db_session),
+        )
+
+    async def subscribe(request: Request, data: subscribers.SubscriberIn) -> None:
+        await subscribers.request_subscription(
+            settings,
+            request.app.state.sessions,
+            request.app.state.transport,
+            data,
+            client_of(request),
+            store.utcnow(),
+        )
+
+    check_mail = (
+        "Bitte prüfen Sie Ihr Postfach",
+        "Falls die Adresse noch nicht bestätigt ist, haben wir eine E-Mail mit einem "
+        "Bestätigungslink geschickt. Erst nach der Bestätigung erhalten Sie den Newsletter.",
+    )
+    too_many = (
+        "Zu viele Anfragen",
+        "Von Ihrem Anschluss kamen in der letzten Stunde zu viele Anmeldungen. "
+        "Bitte versuchen Sie es später noch einmal.",
+    )
+
+    @app.get("/abonnieren", response_class=HTMLResponse, include_in_schema=False)
+    async def subscribe_page(db_session: Session) -> HTMLResponse:
+        return await subscribe_form(db_session, {}, [])
+
+    @app.post("/abonnieren", response_class=HTMLResponse, include_in_schema=False)
+    async def subscribe_post(request: Request, db_session: Session) -> HTMLResponse:
+        form = await request.form()
+        raw: dict[str, Any] = {k: v for k, v in form.items() if k != "topics"}
+        raw["topics"] = form.getlist("topics")
+        try:
+            data = subscribers.SubscriberIn.model_validate(raw)
+        except ValidationError as exc:
+            errors = [subscribers.german_error(e) for e in exc.errors()]
+            return await subscribe_form(db_session, raw, errors, code=422)
+        try:
+            await subscribe(request, data)
+        except subscribers.RateLimitedError:
+            return await message(db_session, *too_many, code=429)
+        return await message(db_session, *check_mail)
+
+    @app.post("/api/abonnements", status_code=202, tags=["subscriptions"])
+    async def subscribe_api(request: Request, data: subscribers.SubscriberIn) -> dict[str, str]:
+        """Start double opt-in; the answer is the same whether the address is known or not."""
+        try:
+            await subscribe(request, data)
+        except subscribers.RateLimitedError as exc:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, too_many[1]) from exc
+        return {"status": "pending", "detail": check_mail[1]}
+
+    invalid_link = (
+        "Dieser Link ist ungültig oder abgelaufen",
+        "Bitte verwenden Sie den Link aus der neuesten E-Mail oder melden Sie sich erneut an.",
+    )
+
+    @app.get("/bestaetigen/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def confirm(token: str, request: Request, db_session: Session) -> HTMLResponse:
+        try:
+            address = await subscribers.confirm(
+                settings, request.app.state.sessions, token, store.utcnow()
+            )
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await message(
+            db_session,
+            "Abonnement bestätigt",
+            f"{address.email} erhält ab jetzt den Newsletter für {address.subscriber.name}.",
+        )
+
+    @app.get("/abmelden/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def unsubscribe_page(token: str, request: Request, db_session: Session) -> HTMLResponse:
+        tokens = subscribers.Tokens(settings)
+        try:
+            address = await tokens.address(db_session, "unsubscribe", token)
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await page(
+            db_session,
+            "unsubscribe",
+            address=address,
+            action=settings.link(f"abmelden/{token}"),
+            preferences_url=tokens.preferences_url(address),
+        )
+
+    @app.post("/abmelden/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def unsubscribe(token: str, request: Request, db_session: Session) -> HTMLResponse:
+        """The page's button and RFC 8058 one-click (List-Unsubscribe=One-Click) alike."""
+        try:
+            address = await subscribers.unsubscribe(
+                settings, request.app.state.sessions, token, store.utcnow()
+            )
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await message(
+            db_session,
+            "Sie sind abgemeldet",
+            f"{address.email} erhält keinen Newsletter mehr für {address.subscriber.name}.",
+        )
+
+    async def preferences_page(
+        db_session: AsyncSession, token: str, saved: bool = False
+    ) -> HTMLResponse:
+        tokens = subscribers.Tokens(settings)
+        try:
+            address = await tokens.address(db_session, "preferences", token)
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await page(
+            db_session,
+            "preferences",
+            subscriber=address.subscriber,
+            saved=saved,
+            action=settings.link(f"einstellungen/{token}"),
+            unsubscribe_url=tokens.unsubscribe_url(address),
+            frequencies=frequencies,
+            topics=await store.all_topics(db_session),
+        )
+
+    @app.get("/einstellungen/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def preferences(token: str, db_session: Session) -> HTMLResponse:
+        return await preferences_page(db_session, token)
+
+    @app.post("/einstellungen/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def save_preferences(token: str, request: Request, db_session: Session) -> HTMLResponse:
+        form = await request.form()
+        try:
+            choice = subscribers.PreferencesIn(
+                frequency=form.get("frequency"), topics=form.getlist("topics")
+            )
+            await subscribers.update_preferences(
+                settings, request.app.state.sessions, token, choice
+            )
+        except ValidationError:
+            return await preferences_page(db_session, token)
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await preferences_page(db_session, token, saved=True)
 
     # --- admin API ---------------------------------------------------------------------
 
