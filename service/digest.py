@@ -87,7 +87,8 @@ def _german_span(first: date, last: date) -> str:
 def period_label(period: store.Period) -> str:
     """`Wochenüberblick 16.–22. November 2026`: the days the period covers."""
     first = period.start.astimezone(BERLIN).date()
-    last = (period.end.astimezone(BERLIN) - timedelta(seconds=1)).date()
+    # A week from Monday 07:00 to Monday 07:00 is Monday to Sunday for a reader.
+    last = max(first, (period.end.astimezone(BERLIN) - timedelta(days=1)).date())
     if period.frequency is store.Frequency.MONTHLY:
         return f"Monatsüberblick {format_date(first, 'MMMM y', locale='de')}"
     if period.frequency is store.Frequency.DAILY:

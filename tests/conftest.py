@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +117,13 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture
 async def live_server(settings: Settings) -> AsyncIterator[str]:
     """The real app behind uvicorn on a free loopback port; yields its base URL."""
+    async with running_app(settings) as url:
+        yield url
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[str]:
+    """Serve the real app for these settings on a free loopback port."""
     from service.web import create_app
 
     config = uvicorn.Config(
@@ -129,3 +140,87 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+# --- a real SMTP server -------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+
+class RecordingHandler:
+    """aiosmtpd handler that records accepted messages and plays scripted faults."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = list(replies)
+        self.received: list[Received] = []
+        self.attempts = 0
+        self.slow_seconds = 0.0
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.attempts += 1
+        reply = self.replies.pop(0) if self.replies else "250"
+        if self.slow_seconds:
+            await asyncio.sleep(self.slow_seconds)
+        if reply == "drop":
+            server.transport.close()
+            return "421 closing"
+        if reply[0] in "45":
+            return f"{reply} scripted failure"
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+        )
+        return "250 OK queued"
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address in r.recipients]
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: RecordingHandler
+
+
+@pytest.fixture
+async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServer]:
+    """aiosmtpd on a free loopback port, in the test's event loop."""
+    from aiosmtpd.smtp import SMTP
+
+    marker = request.node.get_closest_marker("smtp_replies")
+    handler = RecordingHandler(list(marker.args) if marker else [])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="smtp.test", ident="test"), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    yield SmtpServer("127.0.0.1", port, handler)
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
+    """Settings that send through the test SMTP server and retry at once."""
+    return settings.model_copy(
+        update={
+            "mailer": "smtp",
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "smtp_timeout": 5,
+            "mail_from": "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
+            "secret_key": "test-secret-key-0123456789abcdefghijkl",
+            "digest_retry_base_seconds": 0,
+        }
+    )

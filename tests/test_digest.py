@@ -1,0 +1,433 @@
+"""Digests end to end: subscribe, confirm, run a period, read what a real SMTP server got."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from service import digest, ingest, mailer, store
+from service.config import Settings
+
+from .conftest import running_app
+from .test_ingest import DEMO_TEXT
+
+BERLIN = ZoneInfo("Europe/Berlin")
+LEIPZIG_FIRST = "Leipzig – Kyjiw: Eine dynamische Partnerschaft in bewegten Zeiten"
+BORNA_FIRST = "„Wir holen die Menschen mit dem Auto von der Grenze ab“"
+
+
+def next_monday_8am(after: datetime | None = None) -> datetime:
+    """A moment just after the next weekly period end (Monday 07:00 Berlin)."""
+    moment = (after or datetime.now(BERLIN)).astimezone(BERLIN)
+    days = (7 - moment.weekday()) % 7 or 7
+    return (moment + timedelta(days=days)).replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+async def _demo(sessions) -> None:
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+
+
+async def _subscribe(sessions, name, email, partner=None, frequency="weekly", **extra):
+    async with sessions() as session, session.begin():
+        subscriber = await store.subscriber_by_name(session, name)
+        if subscriber is None:
+            subscriber = await store.create_subscriber(
+                session,
+                name=name,
+                frequency=store.Frequency(frequency),
+                partner=partner,
+                **extra,
+            )
+        return await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
+
+
+def _runner(settings: Settings, engine, sessions) -> digest.DigestRunner:
+    return digest.DigestRunner(settings, engine, sessions, mailer.create_transport(settings))
+
+
+async def _run(settings, engine, sessions, at: datetime) -> digest.RunReport:
+    runner = _runner(settings, engine, sessions)
+    try:
+        return await runner.run(at)
+    finally:
+        await runner._transport.close()
+
+
+def _titles_in_order(received) -> list[str]:
+    text = received.message.get_body(("plain",)).get_content()
+    return [line[2:] for line in text.splitlines() if line.startswith("* ")]
+
+
+# --- the whole way, over HTTP and SMTP ------------------------------------------------------
+
+
+async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
+        form = await client.get("/abonnieren")
+        assert form.status_code == 200 and "Kommune" in form.text
+        answer = await client.post(
+            "/abonnieren",
+            data={
+                "name": "Stadt Leipzig",
+                "email": "Rathaus@Leipzig.de",
+                "partner": "Kyjiw",
+                "frequency": "weekly",
+            },
+        )
+        assert answer.status_code == 200 and "Bitte prüfen Sie Ihr Postfach" in answer.text
+
+        (confirmation,) = smtp_server.handler.to("rathaus@leipzig.de")
+        text = confirmation.message.get_body(("plain",)).get_content()
+        (link,) = re.findall(r"https://partnerpost\.example\.org(/bestaetigen/\S+)", text)
+        confirmed = await client.get(link)
+        assert confirmed.status_code == 200 and "Abonnement bestätigt" in confirmed.text
+
+        at = next_monday_8am()
+        report = await _run(mail_settings, engine, sessions, at)
+        assert report.sent == 1
+
+        (received,) = [
+            r for r in smtp_server.handler.to("rathaus@leipzig.de") if r is not confirmation
+        ]
+        message = received.message
+        assert message.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+        assert message["From"] == "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>"
+        assert message["To"] == "Stadt Leipzig <rathaus@leipzig.de>"
+        week = digest.period_label(digest.latest_period(mail_settings, store.Frequency.WEEKLY, at))
+        assert message["Subject"] == f"Kommunalpartnerschaften Ukraine – {week}"
+        assert message["Date"] and message["List-Id"]
+        assert re.fullmatch(r"<digest\.\d+\.\d+@partnerpost\.example\.org>", message["Message-ID"])
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        unsubscribe = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
+        assert unsubscribe[0].startswith("https://partnerpost.example.org/abmelden/")
+        assert unsubscribe[1].startswith("mailto:news@partnerpost.example.org?subject=")
+        assert len(_titles_in_order(received)) == 10
+        assert _titles_in_order(received)[0] == LEIPZIG_FIRST
+        html = message.get_body(("html",)).get_content()
+        assert 'style="' in html and "<style" not in html  # CSS inlined
+        assert "Abmelden" in html and "Häufigkeit und Themen ändern" in html
+
+        one_click = await client.post(
+            unsubscribe[0].removeprefix("https://partnerpost.example.org"),
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert one_click.status_code == 200
+
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Neu", "teaser": "Neu", "place": "Leipzig", "published": "2026-12-01"}'
+        ),
+    )
+    after = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    assert after.sent == 0
+    assert len(smtp_server.handler.to("rathaus@leipzig.de")) == 2
+
+
+async def test_raw_list_unsubscribe_header_is_folded_only_between_entries(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(
+        sessions,
+        "Verbandsgemeinde mit einem ausgesprochen langen Namen am Rhein",
+        "sehr.lange.adresse.fuer.den.test@verbandsgemeinde-am-rhein.example.de",
+    )
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    (received,) = smtp_server.handler.received
+    raw = received.data.decode("ascii")
+    header = re.search(r"^List-Unsubscribe: (.*?)\r\n(?=\S)", raw, re.MULTILINE | re.DOTALL)
+    assert header is not None
+    lines = header.group(1).split("\r\n")
+    assert [line.strip().rstrip(",") for line in lines] == [
+        e.strip() for e in received.message["List-Unsubscribe"].split(",")
+    ]
+    assert all(
+        line.strip().startswith("<") and line.strip().rstrip(",").endswith(">") for line in lines
+    )
+    assert "=?" not in header.group(0)
+
+
+# --- what a period carries ------------------------------------------------------------------
+
+
+async def test_second_run_in_the_same_period_sends_nothing(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+
+    first = await _run(mail_settings, engine, sessions, at)
+    second = await _run(mail_settings, engine, sessions, at + timedelta(hours=3))
+
+    assert (first.sent, second.sent) == (1, 0)
+    assert len(smtp_server.handler.received) == 1
+
+
+async def test_next_period_carries_only_the_new_article(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+    await _run(mail_settings, engine, sessions, at)
+
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Winterhilfe für Kyjiw", "teaser": "Generatoren", "place": "Leipzig",'
+            ' "published": "2026-11-20"}'
+        ),
+    )
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Archiv", "teaser": "Alt", "place": "Bonn", "published": "2019-01-01"}'
+        ),
+        notify=False,
+    )
+    report = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+
+    assert report.sent == 1
+    assert _titles_in_order(smtp_server.handler.received[-1]) == ["Winterhilfe für Kyjiw"]
+
+
+async def test_no_notify_import_alone_sends_no_digest(mail_settings, smtp_server, engine, sessions):
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT), notify=False)
+
+    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    assert report.sent == 0 and report.skipped == 1
+    assert smtp_server.handler.received == []
+
+
+async def test_first_digest_reaches_back_one_period_before_confirmation(
+    mail_settings, smtp_server, engine, sessions
+):
+    old = datetime.now(UTC) - timedelta(days=30)
+    async with sessions() as session, session.begin():
+        await store.save_article(
+            session,
+            store.ArticleData(
+                key="old", title="Längst bekannt", teaser="x", place="Bonn", published_at=old
+            ),
+            now=old,
+        )
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    titles = _titles_in_order(smtp_server.handler.received[0])
+    assert len(titles) == 10 and "Längst bekannt" not in titles
+
+
+async def test_article_imported_during_a_run_goes_to_the_next_digest_only(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+    runner = _runner(mail_settings, engine, sessions)
+    await runner.plan(at)  # the run has planned ...
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Mittendrin", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
+        ),
+    )
+    await runner.send_due(digest.RunReport())  # ... and sends after the import
+    await runner._transport.close()
+    await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+
+    first, second = smtp_server.handler.received
+    assert "Mittendrin" not in _titles_in_order(first)
+    assert _titles_in_order(second) == ["Mittendrin"]
+
+
+async def test_leipzig_and_borna_each_get_their_partnership_first(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de", "Kyjiw")
+    await _subscribe(sessions, "Stadt Borna", "rathaus@borna.de", "Irpin")
+
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    (leipzig,) = smtp_server.handler.to("rathaus@leipzig.de")
+    (borna,) = smtp_server.handler.to("rathaus@borna.de")
+    assert _titles_in_order(leipzig)[0] == LEIPZIG_FIRST
+    assert _titles_in_order(borna)[0] == BORNA_FIRST
+    assert (
+        "Aus Ihrer Partnerschaft: Stadt Borna – Irpin"
+        in borna.message.get_body(("plain",)).get_content()
+    )
+
+
+async def test_topics_filter_what_a_subscriber_gets(mail_settings, smtp_server, engine, sessions):
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '[{"title": "Strom", "teaser": "a", "place": "Bonn", "published": "2026-11-20",'
+            '  "topics": ["Energie"]},'
+            ' {"title": "Schule", "teaser": "b", "place": "Bonn", "published": "2026-11-21",'
+            '  "topics": ["Bildung"]}]'
+        ),
+    )
+    await _subscribe(sessions, "Stadt Jena", "a@jena.de", topics=["Energie"])
+
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    assert _titles_in_order(smtp_server.handler.received[0]) == ["Strom"]
+
+
+# --- SMTP faults ----------------------------------------------------------------------------
+
+
+@pytest.mark.smtp_replies("451", "250")
+async def test_451_then_250_delivers_exactly_once(mail_settings, smtp_server, engine, sessions):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+
+    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    assert (report.retrying, report.sent) == (1, 1)
+    assert smtp_server.handler.attempts == 2
+    assert len(smtp_server.handler.received) == 1
+    async with sessions() as session:
+        (delivery,) = await session.scalars(store.select(store.Delivery))
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
+
+
+@pytest.mark.smtp_replies("550")
+async def test_550_fails_without_retry(mail_settings, smtp_server, engine, sessions):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+
+    report = await _run(mail_settings, engine, sessions, at)
+    again = await _run(mail_settings, engine, sessions, at)
+
+    assert (report.failed, report.sent, again.sent, again.failed) == (1, 0, 0, 0)
+    assert smtp_server.handler.attempts == 1
+    async with sessions() as session:
+        (delivery,) = await session.scalars(store.select(store.Delivery))
+        address = await store.address_by_email(session, "a@leipzig.de")
+    assert delivery.status == "failed" and delivery.last_reply.startswith("550")
+    assert address.consecutive_failures == 1 and address.status == "active"
+
+
+@pytest.mark.smtp_replies("drop", "250")
+async def test_connection_dropped_during_data_is_retried(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+
+    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    assert (report.retrying, report.sent) == (1, 1)
+    assert len(smtp_server.handler.received) == 1
+
+
+@pytest.mark.smtp_replies("451", "451", "451")
+async def test_temporary_failures_stop_after_the_configured_attempts(
+    mail_settings, smtp_server, engine, sessions
+):
+    settings = mail_settings.model_copy(update={"digest_max_attempts": 3})
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+
+    report = await _run(settings, engine, sessions, next_monday_8am())
+
+    assert (report.retrying, report.failed, report.sent) == (2, 1, 0)
+    assert smtp_server.handler.attempts == 3
+
+
+@pytest.mark.smtp_replies("550", "550")
+async def test_consecutive_permanent_failures_mark_the_address_bounced(
+    mail_settings, smtp_server, engine, sessions
+):
+    settings = mail_settings.model_copy(update={"bounce_after_failures": 2})
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+    await _run(settings, engine, sessions, at)
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Noch eins", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
+        ),
+    )
+    await _run(settings, engine, sessions, at + timedelta(days=7))
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Und noch eins", "teaser": "y", "place": "Bonn", "published": "2026-11-25"}'
+        ),
+    )
+    third = await _run(settings, engine, sessions, at + timedelta(days=14))
+
+    async with sessions() as session:
+        address = await store.address_by_email(session, "a@leipzig.de")
+    assert address.status == "bounced"
+    assert third.sent == third.failed == 0 and smtp_server.handler.attempts == 2
+
+
+# --- headers --------------------------------------------------------------------------------
+
+
+async def test_crlf_in_a_municipality_name_cannot_inject_headers(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt X\r\nBcc: victim@example.org\r\nX-Evil: 1", "a@x.de")
+
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    (received,) = smtp_server.handler.received
+    assert received.recipients == ["a@x.de"]
+    head = received.data.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^(Bcc|X-Evil):", head, re.MULTILINE | re.IGNORECASE)
+    assert received.message["To"].addresses[0].addr_spec == "a@x.de"
+
+
+# --- periods --------------------------------------------------------------------------------
+
+
+def test_periods_end_at_the_configured_cron_in_berlin(settings):
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=BERLIN)  # a Wednesday
+    weekly = digest.latest_period(settings, store.Frequency.WEEKLY, at)
+    daily = digest.latest_period(settings, store.Frequency.DAILY, at)
+    monthly = digest.latest_period(settings, store.Frequency.MONTHLY, at)
+
+    assert weekly.end == datetime(2026, 11, 23, 7, 0, tzinfo=BERLIN)
+    assert weekly.start == datetime(2026, 11, 16, 7, 0, tzinfo=BERLIN)
+    assert daily.end == datetime(2026, 11, 25, 7, 0, tzinfo=BERLIN)
+    assert monthly.end == datetime(2026, 11, 1, 7, 0, tzinfo=BERLIN)
+    assert digest.period_label(weekly) == "Wochenüberblick 16.–22. November 2026"
+    assert digest.period_label(daily) == "Tagesüberblick 24. November 2026"
+    assert digest.period_label(monthly) == "Monatsüberblick Oktober 2026"
+    spanning = digest.latest_period(
+        settings, store.Frequency.WEEKLY, datetime(2026, 12, 8, 9, 0, tzinfo=BERLIN)
+    )
+    assert digest.period_label(spanning) == "Wochenüberblick 30. November – 6. Dezember 2026"
+
+
+def test_periods_follow_summer_time(settings):
+    summer = digest.latest_period(
+        settings, store.Frequency.DAILY, datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN)
+    )
+    assert summer.end == datetime(2026, 7, 1, 5, 0, tzinfo=UTC)
