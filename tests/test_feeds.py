@@ -202,3 +202,38 @@ async def test_second_replica_skips_the_build_while_the_first_holds_the_lock(
         assert first is True
         assert await feeds.build_feeds(settings, engine, sessions) is None
     assert await feeds.build_feeds(settings, engine, sessions) is not None
+
+
+async def test_each_subscribed_municipality_gets_a_feed_of_its_news(sessions, settings, engine):
+    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    async with sessions() as session, session.begin():
+        for name, partner in [
+            ("Stadt Borna", "Irpin"),
+            ("Stadt Leipzig", "Kyjiw"),
+            ("Gemeinde Nirgendwo", None),
+        ]:
+            await store.create_subscriber(
+                session, name=name, partner=partner, frequency=store.Frequency.WEEKLY
+            )
+    await feeds.build_feeds(settings, engine, sessions)
+
+    borna = _parse(settings.feeds_dir / "kommunen/stadt-borna.atom")
+    leipzig = _parse(settings.feeds_dir / "kommunen/stadt-leipzig.xml")
+    nowhere = _parse(settings.feeds_dir / "kommunen/gemeinde-nirgendwo.atom")
+
+    assert [e.title for e in borna.entries] == [
+        "„Wir holen die Menschen mit dem Auto von der Grenze ab“"
+    ]
+    assert borna.feed.title.endswith("Stadt Borna")
+    leipzig_titles = [e.title for e in leipzig.entries]
+    assert "Leipzig – Kyjiw: Eine dynamische Partnerschaft in bewegten Zeiten" in leipzig_titles
+    assert "„Wir holen die Menschen mit dem Auto von der Grenze ab“" not in leipzig_titles
+    assert nowhere.entries == []
+
+    async with sessions() as session, session.begin():
+        await store.remove_subscriber(
+            session, await store.subscriber_by_name(session, "Stadt Borna")
+        )
+    report = await feeds.build_feeds(settings, engine, sessions)
+    assert report is not None
+    assert not (settings.feeds_dir / "kommunen/stadt-borna.atom").exists()
