@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     smtp_security: Literal["none", "starttls", "tls"] = Field(
         default="none", description="none, starttls, or tls (implicit TLS, usually port 465)."
     )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle to verify the relay's certificate (system CAs if unset).",
+    )
     smtp_username: str = Field(default="", description="SMTP login; empty sends without.")
     smtp_password: str = Field(default="", description="SMTP password.")
     smtp_timeout: float = Field(default=30, gt=0, description="Seconds per SMTP command.")

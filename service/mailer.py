@@ -202,6 +202,7 @@ class SmtpTransport:
             username=settings.smtp_username or None,
             password=settings.smtp_password or None,
             timeout=settings.smtp_timeout,
+            cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )
 
     async def _wait_for_slot(self) -> None:

@@ -166,9 +166,11 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.attempts = 0
         self.slow_seconds = 0.0
+        self.peers: set[object] = set()
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.attempts += 1
+        self.peers.add(session.peer)
         reply = self.replies.pop(0) if self.replies else "250"
         if self.slow_seconds:
             await asyncio.sleep(self.slow_seconds)
