@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -47,17 +49,42 @@ app.add_typer(digest_app, name="digest")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 EXIT_REJECTED = 1
 EXIT_FAILURE = 2
 
 
 def _settings() -> Settings:
+    """Settings from the environment; also sets up logging as they say."""
     try:
-        return load_settings()
+        settings = load_settings()
     except PartnerpostError as exc:
         err.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
+    context = click.get_current_context(silent=True)
+    configure_logging(settings, verbose=bool(context and context.find_root().obj))
+    return settings
+
+
+def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
+    """Log lines to stderr: readable text, or one JSON object per line for collectors."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else settings.log_level)
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _with_store(
@@ -85,14 +112,11 @@ def _with_store(
 
 
 @app.callback()
-def _logging(
+def _options(
+    context: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    context.obj = verbose
 
 
 @app.command()
@@ -431,6 +455,9 @@ def digest_run(
                 out.print(table)
                 out.print(f"{len(due)} digest(s) would be sent", markup=False)
                 return 0
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, runner.stopping.set)
             with Progress(
                 TextColumn("Digests"),
                 BarColumn(),
@@ -461,8 +488,6 @@ def digest_run(
 @app.command()
 def worker() -> None:
     """Run the scheduler without HTTP: digests, retries and feeds, until SIGTERM."""
-    import signal
-
     settings = _settings()
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -475,16 +500,34 @@ def worker() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         jobs.start()
-        logging.getLogger(__name__).info("worker %s started", runner.worker)
+        log.info("worker %s started", runner.worker)
         try:
             await stop.wait()
+            log.info("worker %s stopping", runner.worker)
         finally:
             jobs.shutdown(wait=False)
-            await runner.stop()
+            finished = await _stop_within_grace(settings, runner)
             await transport.close()
-        logging.getLogger(__name__).info("worker %s stopped", runner.worker)
+        if not finished:
+            raise typer.Exit(EXIT_FAILURE)
+        log.info("worker %s stopped", runner.worker)
 
     _with_store(settings, work)
+
+
+async def _stop_within_grace(settings: Settings, runner: digest.DigestRunner) -> bool:
+    """Let the message in flight finish and hand back unsent claims; False if that took
+    longer than the grace period (the claims then expire by their lease)."""
+    try:
+        await asyncio.wait_for(runner.stop(), settings.shutdown_grace_seconds)
+    except TimeoutError:
+        log.error(
+            "worker %s: the message in flight did not finish within %ss",
+            runner.worker,
+            settings.shutdown_grace_seconds,
+        )
+        return False
+    return True
 
 
 def main() -> None:

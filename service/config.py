@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     feeds_check_seconds: int = Field(
         default=30, ge=1, description="How often the scheduler checks whether feeds are stale."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json for one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level written."
+    )
+    metrics_require_token: bool = Field(
+        default=False, description="Protect /metrics with the admin bearer token."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30, gt=0, description="On SIGTERM, how long the message in flight may take."
+    )
     environment: Literal["development", "production"] = Field(
         default="development",
         description="production refuses the placeholder secret key.",

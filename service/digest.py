@@ -3,7 +3,8 @@ and the run that plans, claims, renders, sends and records.
 
 Owns digest periods (cron ends in Europe/Berlin), the rendering of
 `templates/email/digest.{html,txt}.j2`, and the send loop over the delivery ledger.
-Imports `config`, `store`, `feeds` (links), `mailer`, `subscribers` (tokens), `templating`.
+Imports `config`, `store`, `feeds` (links), `mailer`, `metrics`, `subscribers` (tokens),
+`templating`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, mailer, store, templating
+from service import feeds, mailer, metrics, store, templating
 from service.config import Settings
 from service.subscribers import Tokens
 
@@ -259,6 +260,16 @@ class RunReport:
     released: int = 0
     seconds: float = 0.0
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "periods": self.periods,
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "retrying": self.retrying,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+        }
+
     def summary(self) -> str:
         return (
             f"digest run: periods {', '.join(self.periods) or '-'}; sent {self.sent}, "
@@ -393,7 +404,8 @@ class DigestRunner:
             await self.send_due(report, progress)
             report.seconds = time.perf_counter() - started
             self.last_run = datetime.now(UTC)
-            log.info(report.summary())
+            metrics.DIGEST_RUN_SECONDS.observe(report.seconds)
+            log.info(report.summary(), extra={"digest_run": report.as_dict()})
             return report
 
     async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
@@ -425,6 +437,7 @@ class DigestRunner:
                             self._deliver(renderer, delivery, address, article_cache[cache_key])
                         )
                         setattr(report, outcome, getattr(report, outcome) + 1)
+                        metrics.MESSAGES.labels(outcome).inc()
                         if progress:
                             progress(outcome)
             finally:

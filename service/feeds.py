@@ -1,7 +1,8 @@
 """Feeds: RSS 2.0, Atom 1.0 and JSON Feed 1.1 files built from the store.
 
 Owns the feed files under `settings.feeds_dir`: their names, their content, and writing
-them atomically and only when their bytes change. Imports `config` and `store`.
+them atomically and only when their bytes change. Imports `config`, `metrics`
+and `store`.
 
 Files: `artikel.{xml,atom,json}` (the newest articles) and
 `themen/<topic>.{xml,atom,json}` (one set per topic) and `kommunen/<municipality>.{...}`
@@ -28,7 +29,7 @@ from zoneinfo import ZoneInfo
 from feedgen.feed import FeedGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import store
+from service import metrics, store
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ async def build_feeds(
             specs = await feed_specs(settings, session)
         report = write_feeds(settings, specs, prune=(TOPICS_DIR, MUNICIPALITIES_DIR))
     report.seconds = time.perf_counter() - started
+    metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(
         "feeds built: %d written, %d unchanged, %d removed in %.3fs",
         len(report.written),

@@ -3,7 +3,7 @@
 Owns the wire format of every mail (headers, folding, DKIM) and the two transports: `smtp`
 (aiosmtplib, a pool of reused connections, an optional rate limit) and `file` (an outbox
 folder of .eml files). Sending errors are classified as temporary (retry) or permanent.
-Imports `config` and `errors`.
+Imports `config`, `errors` and `metrics`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import aiosmtplib
 
+from service import metrics
 from service.config import Settings
 from service.errors import PartnerpostError
 
@@ -221,9 +222,10 @@ class SmtpTransport:
         try:
             if not client.is_connected:
                 await client.connect()
-            _refused, reply = await client.sendmail(
-                envelope.sender, [envelope.recipient], envelope.data
-            )
+            with metrics.SMTP_SEND_SECONDS.time():
+                _refused, reply = await client.sendmail(
+                    envelope.sender, [envelope.recipient], envelope.data
+                )
             healthy = True
             return reply
         except aiosmtplib.SMTPRecipientsRefused as exc:

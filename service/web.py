@@ -7,6 +7,7 @@ An entry point: imports `config`, `store`, `ingest`, `feeds`, `scheduler`, `temp
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -20,13 +21,24 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import FileResponse
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
-from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
+from service import (
+    digest,
+    feeds,
+    ingest,
+    mailer,
+    metrics,
+    scheduler,
+    store,
+    subscribers,
+    templating,
+)
 from service.config import Settings
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
 
@@ -135,7 +147,10 @@ def create_app(settings: Settings) -> FastAPI:
                 yield
             finally:
                 app.state.scheduler.shutdown(wait=False)
-                await app.state.runner.stop()
+                try:
+                    await asyncio.wait_for(app.state.runner.stop(), settings.shutdown_grace_seconds)
+                except TimeoutError:
+                    log.error("digest run did not stop within the grace period")
         finally:
             await transport.close()
             await engine.dispose()
@@ -406,6 +421,23 @@ def create_app(settings: Settings) -> FastAPI:
         except subscribers.InvalidTokenError:
             return await message(db_session, *invalid_link, code=400)
         return await preferences_page(db_session, token, saved=True)
+
+    # --- operations ----------------------------------------------------------------------
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics_endpoint(request: Request, db_session: Session) -> Response:
+        """Prometheus text format; behind the admin token if so configured."""
+        if settings.metrics_require_token:
+            _require_admin(request, await _bearer(request))
+        metrics.ARTICLES.set(await store.count_articles(db_session))
+        for gauge, model, statuses in (
+            (metrics.SUBSCRIBERS, store.Address, store.AddressStatus),
+            (metrics.DELIVERIES, store.Delivery, store.DeliveryStatus),
+        ):
+            counts = await store.counts_by_status(db_session, model)
+            for status_name in statuses:
+                gauge.labels(str(status_name)).set(counts.get(str(status_name), 0))
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     # --- admin API ---------------------------------------------------------------------
 
