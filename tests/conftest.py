@@ -126,9 +126,14 @@ async def running_app(settings: Settings) -> AsyncIterator[str]:
     """Serve the real app for these settings on a free loopback port."""
     from service.web import create_app
 
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
-    )
+    async with serving(create_app(settings)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serving(app: object) -> AsyncIterator[str]:
+    """Run an ASGI app under uvicorn (lifespan included) on a free loopback port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -137,9 +142,11 @@ async def running_app(settings: Settings) -> AsyncIterator[str]:
         await asyncio.sleep(0.01)
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 # --- a real SMTP server -------------------------------------------------------------------

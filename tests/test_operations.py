@@ -1,0 +1,190 @@
+"""Operations: container files, the installed wheel, health, metrics, logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from service import store
+from service.config import Settings
+from service.web import create_app
+
+from .conftest import ADMIN_TOKEN, DATA, DEMO, ROOT, serving
+from .test_cli_digest import cli
+from .test_digest import next_monday_8am
+
+
+def _variables() -> list[str]:
+    return [f"PARTNERPOST_{name.upper()}" for name in Settings.model_fields]
+
+
+def test_compose_file_follows_the_compose_specification():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+
+    # The file names draft 2019-09 as `.../schema#`, which jsonschema does not look up.
+    jsonschema.Draft201909Validator(schema).validate(compose)
+
+    services = compose["services"]
+    assert set(services) == {"app", "worker", "db", "mail"}
+    assert services["app"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["worker"]["command"] == ["partnerpost", "worker"]
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+    assert services["mail"]["image"].startswith("axllent/mailpit")
+    assert services["app"]["environment"]["PARTNERPOST_SMTP_HOST"] == "mail"
+    assert "pgdata" in compose["volumes"]
+
+
+def test_compose_file_with_an_error_is_caught_by_the_schema():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+    compose["services"]["app"]["depends_on"]["db"]["condition"] = "when_ready"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft201909Validator(schema).validate(compose)
+
+
+def test_every_variable_the_app_reads_is_documented():
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#? ?(PARTNERPOST_[A-Z_]+)=", example, re.MULTILINE))
+    assert documented == set(_variables())
+    missing = [v for v in _variables() if f"`{v}`" not in readme]
+    assert missing == []
+    compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert set(re.findall(r"PARTNERPOST_[A-Z_]+", compose)) <= set(_variables())
+
+
+def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root():
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
+    assert "python -m build --wheel" in dockerfile
+    assert re.search(r"^USER partnerpost$", dockerfile, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.MULTILINE)
+    assert 'CMD ["partnerpost", "serve"' in dockerfile
+    assert 'VOLUME ["/app/feeds", "/data"]' in dockerfile
+
+
+def test_built_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = dist.glob("partnerpost-*.whl")
+    environment = tmp_path / "venv"
+    venv.create(environment, with_pip=True)
+    python, partnerpost = environment / "bin" / "python", environment / "bin" / "partnerpost"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PARTNERPOST_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'db.sqlite3'}",
+        "PARTNERPOST_FEEDS_DIR": str(tmp_path / "feeds"),
+    }
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "timeout": 120}
+
+    helped = subprocess.run([partnerpost, "--help"], **run)
+    upgraded = subprocess.run([partnerpost, "db", "upgrade"], **run)
+    imported = subprocess.run([partnerpost, "ingest", str(DEMO)], **run)
+
+    assert helped.returncode == 0 and b"serve" in helped.stdout
+    assert upgraded.returncode == 0, upgraded.stderr.decode()
+    assert imported.returncode == 0 and b"10 new" in imported.stdout
+    packaged = subprocess.run(
+        [python, "-c", "import service.templating as t; print(t.templates_dir())"], **run
+    )
+    templates = Path(packaged.stdout.decode().strip())
+    assert templates.is_relative_to(environment)
+    assert (templates / "email" / "digest.html.j2").is_file()
+
+
+async def test_healthz_turns_503_with_the_reason(settings, engine):
+    app = create_app(settings)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        healthy = await client.get("/healthz")
+        working = app.state.engine
+        app.state.engine = store.create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")
+        try:
+            broken_db = await client.get("/healthz")
+        finally:
+            await app.state.engine.dispose()
+            app.state.engine = working
+        app.state.scheduler.shutdown(wait=False)
+        stopped = await client.get("/healthz")
+
+    assert healthy.status_code == 200
+    assert broken_db.status_code == 503
+    assert "cannot reach the database" in broken_db.json()["problems"][0]
+    assert stopped.status_code == 503
+    assert stopped.json()["problems"] == ["scheduler is not running"]
+
+
+async def test_metrics_are_prometheus_text_with_prefixed_names(settings, engine, sessions):
+    async with sessions() as session, session.begin():
+        subscriber = await store.create_subscriber(
+            session, name="Stadt Leipzig", frequency=store.Frequency.WEEKLY
+        )
+        await store.add_address(session, subscriber, "a@leipzig.de", store.AddressStatus.ACTIVE)
+        await store.add_address(session, subscriber, "b@leipzig.de", store.AddressStatus.PENDING)
+    protected = settings.model_copy(update={"metrics_require_token": True})
+    async with serving(create_app(protected)) as url, httpx.AsyncClient(base_url=url) as client:
+        refused = await client.get("/metrics")
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    assert refused.status_code == 401
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    body = response.text
+    names = set(re.findall(r"^# TYPE (\S+)", body, re.MULTILINE))
+    assert names and all(n.startswith("partnerpost_") for n in names)
+    assert {
+        "partnerpost_articles",
+        "partnerpost_subscribers",
+        "partnerpost_deliveries",
+        "partnerpost_smtp_send_seconds",
+        "partnerpost_feed_build_seconds",
+        "partnerpost_digest_run_seconds",
+    } <= names
+    assert 'partnerpost_subscribers{status="active"} 1.0' in body
+    assert 'partnerpost_subscribers{status="pending"} 1.0' in body
+    assert "partnerpost_articles 0.0" in body
+
+
+async def test_json_logs_and_one_summary_line_per_digest_run(mail_settings, smtp_server):
+    assert (await cli(mail_settings, "ingest", str(DEMO)))[0] == 0
+    await cli(mail_settings, "subscribers", "add", "Stadt Leipzig", "a@leipzig.de")
+
+    code, _, err = await cli(
+        mail_settings,
+        "digest",
+        "run",
+        "--at",
+        next_monday_8am().isoformat(),
+        PARTNERPOST_LOG_FORMAT="json",
+    )
+
+    assert code == 0
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    (summary,) = [r for r in records if r["message"].startswith("digest run:")]
+    assert summary["digest_run"]["sent"] == 1
+    assert summary["digest_run"]["failed"] == 0
+    assert "weekly:" in " ".join(summary["digest_run"]["periods"])
+    assert isinstance(summary["digest_run"]["seconds"], float)
