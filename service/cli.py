@@ -505,8 +505,9 @@ def worker() -> None:
             await stop.wait()
             log.info("worker %s stopping", runner.worker)
         finally:
-            jobs.shutdown(wait=False)
+            jobs.pause()  # no new runs; the one going may finish its message
             finished = await _stop_within_grace(settings, runner)
+            jobs.shutdown(wait=False)
             await transport.close()
         if not finished:
             raise typer.Exit(EXIT_FAILURE)

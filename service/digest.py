@@ -16,9 +16,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -295,6 +296,17 @@ def _pid_alive(pid: int) -> bool:
 Progress = Callable[[str], None]
 
 
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, str]) -> str:
+    """Run `work` to its end even if the caller is cancelled meanwhile: a message being
+    handed to the server is finished and recorded before its claim may be released."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 class DigestRunner:
     """Plans due periods into the ledger and sends what is due, batch by batch."""
 
@@ -396,6 +408,8 @@ class DigestRunner:
         async with self._lock:
             started = time.perf_counter()
             report = RunReport()
+            if self.stopping.is_set():
+                return report
             report.released = await self.release_dead_local_claims()
             report.periods, report.planned = await self.plan(at or datetime.now(UTC))
             if on_start is not None:
@@ -431,9 +445,7 @@ class DigestRunner:
                             article_cache[cache_key] = await store.digest_articles(
                                 session, *cache_key[:2], topics
                             )
-                        # Shielded: a message being handed to the server is finished and
-                        # recorded even when the process is asked to stop meanwhile.
-                        outcome = await asyncio.shield(
+                        outcome = await _finish_even_if_cancelled(
                             self._deliver(renderer, delivery, address, article_cache[cache_key])
                         )
                         setattr(report, outcome, getattr(report, outcome) + 1)

@@ -146,11 +146,12 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield
             finally:
-                app.state.scheduler.shutdown(wait=False)
+                app.state.scheduler.pause()  # no new runs; the one going may finish
                 try:
                     await asyncio.wait_for(app.state.runner.stop(), settings.shutdown_grace_seconds)
                 except TimeoutError:
                     log.error("digest run did not stop within the grace period")
+                app.state.scheduler.shutdown(wait=False)
         finally:
             await transport.close()
             await engine.dispose()
