@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -55,7 +55,7 @@ class FeedRefresher:
             report = await feeds.build_feeds(self._settings, self._engine, self._sessions)
             if report is not None:
                 self._built_version = version
-                self.last_build = datetime.now(BERLIN)
+                self.last_build = datetime.now(UTC)
             return report
 
 

@@ -549,7 +549,8 @@ def place_names(subscriber: Subscriber) -> list[str]:
 
 def mention_score(article: Article, names: Sequence[str]) -> int:
     """How prominently an article mentions these places: 0 not at all; a title counts
-    more than the teaser, the teaser more than the body or caption."""
+    more than the teaser, the teaser more than the body. Image captions do not count: a
+    photo taken in Leipzig does not make an article news about Leipzig."""
     score = 0
     for name in names:
         pattern = re.compile(rf"(?<![\w-]){re.escape(name)}", re.IGNORECASE)
@@ -557,7 +558,7 @@ def mention_score(article: Article, names: Sequence[str]) -> int:
             score += 8
         if pattern.search(article.teaser):
             score += 2
-        if pattern.search(article.body or "") or pattern.search(article.image_caption or ""):
+        if pattern.search(article.body or ""):
             score += 1
     return score
 

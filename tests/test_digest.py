@@ -431,3 +431,20 @@ def test_periods_follow_summer_time(settings):
         settings, store.Frequency.DAILY, datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN)
     )
     assert summer.end == datetime(2026, 7, 1, 5, 0, tzinfo=UTC)
+
+
+async def test_a_photo_caption_alone_does_not_make_an_article_local_news(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    text = smtp_server.handler.received[0].message.get_body(("plain",)).get_content()
+    own = text.split("== Weitere neue Beiträge ==")[0]
+    assert "Leipzig – Kyjiw: Eine dynamische Partnerschaft" in own
+    assert "Starke Partnerschaften für den Wiederaufbau" in own  # its teaser names Leipzig
+    # only the photo caption of these names Leipzig
+    assert "Zwei Jahre nach Kriegsbeginn" not in own
+    assert "Der Wiederaufbau in der Ukraine beginnt jetzt!" not in own
