@@ -30,8 +30,8 @@ run: install
 	$(BIN)/partnerpost serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 
 typecheck: install-dev
 	$(BIN)/mypy

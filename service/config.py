@@ -89,7 +89,11 @@ class Settings(BaseSettings):
     smtp_password: str = Field(default="", description="SMTP password.")
     smtp_timeout: float = Field(default=30, gt=0, description="Seconds per SMTP command.")
     smtp_pool_size: int = Field(
-        default=2, ge=1, le=50, description="SMTP connections kept open and reused."
+        default=1,
+        ge=1,
+        le=50,
+        description="SMTP connections kept open and reused, each sending one message at a "
+        "time; after a hard kill, up to this many messages in flight may be sent twice.",
     )
     smtp_max_per_second: float = Field(
         default=0, ge=0, description="Messages per second at most; 0 means no limit."

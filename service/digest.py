@@ -322,6 +322,7 @@ class DigestRunner:
         self._sessions = sessions
         self._transport = transport
         self.worker = worker_name()
+        self._concurrency = settings.smtp_pool_size if settings.mailer == "smtp" else 1
         self.stopping = asyncio.Event()
         self.last_run: datetime | None = None
         self._lock = asyncio.Lock()
@@ -436,25 +437,44 @@ class DigestRunner:
             try:
                 async with self._sessions() as session:
                     rows = await store.deliveries_with_addresses(session, claimed)
+                    work = []
                     for delivery, address in rows:
-                        if self.stopping.is_set():
-                            break
                         topics = tuple(address.subscriber.topics or ())
                         cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
                         if cache_key not in article_cache:
                             article_cache[cache_key] = await store.digest_articles(
                                 session, *cache_key[:2], topics
                             )
-                        outcome = await _finish_even_if_cancelled(
-                            self._deliver(renderer, delivery, address, article_cache[cache_key])
-                        )
-                        setattr(report, outcome, getattr(report, outcome) + 1)
-                        metrics.MESSAGES.labels(outcome).inc()
-                        if progress:
-                            progress(outcome)
+                        work.append((delivery, address, article_cache[cache_key]))
+
+                # One sender per pooled SMTP connection, so waiting on one reply overlaps
+                # with rendering and recording the next message.
+                await asyncio.gather(
+                    *(
+                        self._sender(work, renderer, report, progress)
+                        for _ in range(self._concurrency)
+                    )
+                )
             finally:
                 async with self._sessions() as session, session.begin():
                     report.released += await store.release_claims(session, [self.worker])
+
+    async def _sender(
+        self,
+        work: list[tuple[store.Delivery, store.Address, Sequence[store.Article]]],
+        renderer: DigestRenderer,
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        while work and not self.stopping.is_set():
+            delivery, address, articles = work.pop(0)
+            outcome = await _finish_even_if_cancelled(
+                self._deliver(renderer, delivery, address, articles)
+            )
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            metrics.MESSAGES.labels(outcome).inc()
+            if progress:
+                progress(outcome)
 
     async def _deliver(
         self,

@@ -448,3 +448,20 @@ async def test_a_photo_caption_alone_does_not_make_an_article_local_news(
     # only the photo caption of these names Leipzig
     assert "Zwei Jahre nach Kriegsbeginn" not in own
     assert "Der Wiederaufbau in der Ukraine beginnt jetzt!" not in own
+
+
+async def test_pooled_run_sends_over_several_connections_each_digest_once(
+    mail_settings, smtp_server, engine, sessions
+):
+    pooled = mail_settings.model_copy(update={"smtp_pool_size": 3, "digest_batch_size": 7})
+    await _demo(sessions)
+    emails = [f"stelle{i}@gemeinde.example" for i in range(30)]
+    for email in emails:
+        await _subscribe(sessions, "Gemeinde Vielfach", email)
+    smtp_server.handler.slow_seconds = 0.01
+
+    report = await _run(pooled, engine, sessions, next_monday_8am())
+
+    assert report.sent == 30
+    assert sorted(r.recipients[0] for r in smtp_server.handler.received) == sorted(emails)
+    assert len(smtp_server.handler.peers) == 3

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import time
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import dkim
@@ -182,5 +183,7 @@ async def test_dkim_signature_verifies_against_the_public_key(mail_settings, tmp
 
 def test_subject_is_rfc2047_encoded_and_headers_are_one_line(mail_settings):
     raw = _envelope(mail_settings, 1).data.split(b"\r\n\r\n", 1)[0].decode("ascii")
-    assert re.search(r"^Subject: Test 1 =\?utf-8\?", raw, re.MULTILINE)
+    subject = re.search(r"^Subject: (.*(?:\r\n .*)*)", raw, re.MULTILINE).group(1)
+    assert subject.startswith("=?utf-8?") and subject.isascii()
+    assert str(make_header(decode_header(subject))) == "Test 1 – Übersicht"
     assert "List-Unsubscribe: <https://x.example/abmelden/t>,\r\n <mailto:a@x.example>" in raw
