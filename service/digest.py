@@ -499,8 +499,18 @@ class DigestRunner:
             article_count: int | None = None,
             next_attempt_at: datetime | None = None,
             count_attempt: bool = True,
+            permanent_failure: bool | None = None,
         ) -> None:
+            """Record the outcome, and the address's failure streak when it changes, in one
+            transaction."""
             async with self._sessions() as session, session.begin():
+                if permanent_failure is not None:
+                    await store.note_address_outcome(
+                        session,
+                        address.id,
+                        permanent_failure=permanent_failure,
+                        bounce_after=settings.bounce_after_failures,
+                    )
                 await store.finish_delivery(
                     session,
                     delivery.id,
@@ -539,27 +549,17 @@ class DigestRunner:
             )
             return "retrying"
         except mailer.PermanentSendError as exc:
-            await finish(store.DeliveryStatus.FAILED, f"{exc.code} {exc.reply}"[:1000])
-            async with self._sessions() as session, session.begin():
-                await store.note_address_outcome(
-                    session,
-                    address.id,
-                    permanent_failure=True,
-                    bounce_after=settings.bounce_after_failures,
-                )
+            await finish(
+                store.DeliveryStatus.FAILED,
+                f"{exc.code} {exc.reply}"[:1000],
+                permanent_failure=True,
+            )
             return "failed"
         await finish(
             store.DeliveryStatus.SENT,
             reply[:1000],
             message_id=envelope.message_id,
             article_count=len(digest.article_ids),
+            permanent_failure=False if address.consecutive_failures else None,
         )
-        if address.consecutive_failures:
-            async with self._sessions() as session, session.begin():
-                await store.note_address_outcome(
-                    session,
-                    address.id,
-                    permanent_failure=False,
-                    bounce_after=settings.bounce_after_failures,
-                )
         return "sent"

@@ -465,3 +465,28 @@ async def test_pooled_run_sends_over_several_connections_each_digest_once(
     assert report.sent == 30
     assert sorted(r.recipients[0] for r in smtp_server.handler.received) == sorted(emails)
     assert len(smtp_server.handler.peers) == 3
+
+
+@pytest.mark.smtp_replies("550", "250")
+async def test_a_delivered_digest_resets_the_failure_streak(
+    mail_settings, smtp_server, engine, sessions
+):
+    await _demo(sessions)
+    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    at = next_monday_8am()
+    await _run(mail_settings, engine, sessions, at)
+    async with sessions() as session:
+        assert (await store.address_by_email(session, "a@leipzig.de")).consecutive_failures == 1
+
+    await ingest.save(
+        sessions,
+        ingest.parse_json(
+            '{"title": "Neu", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
+        ),
+    )
+    report = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+
+    assert report.sent == 1
+    assert _titles_in_order(smtp_server.handler.received[0])[0] == LEIPZIG_FIRST  # all again
+    async with sessions() as session:
+        assert (await store.address_by_email(session, "a@leipzig.de")).consecutive_failures == 0
