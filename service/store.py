@@ -37,7 +37,6 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    or_,
     select,
     text,
     update,
@@ -839,24 +838,47 @@ async def _insert_ignoring_conflicts(session: AsyncSession, rows: list[dict[str,
 async def claim_deliveries(
     session: AsyncSession, worker: str, now: datetime, limit: int, lease: timedelta
 ) -> list[int]:
-    """Claim up to `limit` due rows for `worker`: pending ones whose time has come and
+    """Claim up to `limit` due rows for `worker`: pending ones whose time has come, then
     claims whose lease ran out. Two workers never get the same row: PostgreSQL skips rows
-    another transaction has locked; SQLite runs one writer at a time."""
-    due = or_(
-        and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
-        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until < now),
+    another transaction has locked; SQLite runs each claiming statement as one write.
+
+    Each kind is claimed by its own statement so that the pending ones come straight off
+    the (status, next_attempt_at) index instead of a scan of the whole ledger.
+    """
+    skip_locked = Capabilities.of_session(session).skip_locked
+    kinds = (
+        (
+            and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
+            Delivery.next_attempt_at,
+        ),
+        (
+            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until < now),
+            Delivery.claimed_until,
+        ),
     )
-    chosen = select(Delivery.id).where(due).order_by(Delivery.id).limit(limit)
-    if Capabilities.of_session(session).skip_locked:
-        chosen = chosen.with_for_update(skip_locked=True)
-    result = await session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(chosen.scalar_subquery()))
-        .values(status=DeliveryStatus.SENDING, claimed_by=worker, claimed_until=now + lease)
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(row[0] for row in result.all())
+    claimed: list[int] = []
+    for due, order in kinds:
+        if len(claimed) >= limit:
+            break
+        chosen = select(Delivery.id).where(due).order_by(order).limit(limit - len(claimed))
+        if skip_locked:
+            # Lock first, then update what was locked: inside `IN (...)` PostgreSQL may run
+            # a LIMIT … SKIP LOCKED subquery more than once and claim more than the limit.
+            ids = list(await session.scalars(chosen.with_for_update(skip_locked=True)))
+            if not ids:
+                continue
+            target: Any = Delivery.id.in_(ids)
+        else:
+            target = Delivery.id.in_(chosen.scalar_subquery())
+        result = await session.execute(
+            update(Delivery)
+            .where(target, due)
+            .values(status=DeliveryStatus.SENDING, claimed_by=worker, claimed_until=now + lease)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+        claimed += [row[0] for row in result.all()]
+    return sorted(claimed)
 
 
 async def release_claims(session: AsyncSession, workers: Sequence[str]) -> int:

@@ -82,3 +82,54 @@ def test_guid_depends_only_on_the_key():
     assert store.article_guid("a") == store.article_guid("a")
     assert store.article_guid("a") != store.article_guid("b")
     assert store.article_guid("a").startswith("urn:uuid:")
+
+
+async def _ledger(sessions, rows: int) -> store.Period:
+    now = datetime.now(UTC)
+    period = store.Period(store.Frequency.WEEKLY, now - timedelta(days=7), now)
+    async with sessions() as session, session.begin():
+        subscriber = await store.create_subscriber(
+            session, name="Gemeinde", frequency=store.Frequency.WEEKLY
+        )
+        for i in range(rows):
+            await store.add_address(
+                session,
+                subscriber,
+                f"a{i}@x.de",
+                store.AddressStatus.ACTIVE,
+                now=now - timedelta(days=1),
+            )
+        assert await store.plan_period(session, period, now) == rows
+        assert await store.plan_period(session, period, now) == 0  # planned once only
+    return period
+
+
+async def test_claims_never_hand_the_same_row_to_two_workers(sessions):
+    await _ledger(sessions, 5)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    lease = timedelta(minutes=10)
+
+    async def claim(worker: str) -> list[int]:
+        async with sessions() as session, session.begin():
+            return await store.claim_deliveries(session, worker, now, 3, lease)
+
+    first, second, third = await claim("w1"), await claim("w2"), await claim("w3")
+
+    assert len(first) == 3 and len(second) == 2 and third == []
+    assert not set(first) & set(second)
+
+
+async def test_expired_claims_are_taken_over_and_released_claims_return(sessions):
+    await _ledger(sessions, 2)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    lease = timedelta(minutes=10)
+    async with sessions() as session, session.begin():
+        crashed = await store.claim_deliveries(session, "crashed", now, 10, lease)
+    async with sessions() as session, session.begin():
+        assert await store.claim_deliveries(session, "w2", now, 10, lease) == []
+        later = now + lease + timedelta(seconds=1)
+        taken_over = await store.claim_deliveries(session, "w2", later, 10, lease)
+    assert taken_over == crashed and len(crashed) == 2
+    async with sessions() as session, session.begin():
+        assert await store.release_claims(session, ["w2"]) == 2
+        assert len(await store.claim_deliveries(session, "w3", now, 10, lease)) == 2
