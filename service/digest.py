@@ -330,8 +330,8 @@ class DigestRunner:
     async def stop(self) -> None:
         """Finish the message in flight, hand back unsent claims, and return when idle."""
         self.stopping.set()
-        async with self._lock:
-            pass
+        async with self._lock:  # held by a run until it has released its claims
+            log.debug("digest runner %s stopped", self.worker)
 
     async def plan(self, at: datetime) -> tuple[list[str], int]:
         """Add ledger rows for the newest ended period of every frequency."""

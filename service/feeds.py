@@ -12,6 +12,7 @@ Files: `artikel.{xml,atom,json}` (the newest articles) and
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -185,11 +186,9 @@ RENDERERS = {".xml": render_rss, ".atom": render_atom, ".json": render_json}
 
 def write_if_changed(path: Path, content: bytes) -> bool:
     """Atomically replace `path` with `content` unless it already holds exactly that."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         if path.read_bytes() == content:
             return False
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -86,7 +86,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    """The declarative base of every table; Alembic migrations create the tables."""
 
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +13,15 @@ from service import ingest, store
 from service.config import Settings
 
 from .conftest import DEMO
+from .test_cli import PARTNERPOST
+from .test_cli import _env as cli_env
 from .test_digest import LEIPZIG_FIRST, next_monday_8am
-
-PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
+    """The environment of `test_cli` plus the mail settings."""
+    env = cli_env(settings)
     env.update(
-        PARTNERPOST_DATABASE_URL=settings.database_url,
-        PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
-        PARTNERPOST_BASE_URL=str(settings.base_url),
         PARTNERPOST_MAILER=settings.mailer,
         PARTNERPOST_SMTP_HOST=settings.smtp_host,
         PARTNERPOST_SMTP_PORT=str(settings.smtp_port),
