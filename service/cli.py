@@ -406,11 +406,9 @@ def digest_preview(
     moment = _parse_at(at)
 
     async def work(
-        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-    ) -> tuple[store.Period, digest.RenderedDigest, mailer.Envelope] | None:
-        transport = mailer.FileTransport(out_dir)
-        runner = digest.DigestRunner(settings, engine, sessions, transport)
-        return await runner.preview(to, moment)
+        _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> tuple[digest.RenderedDigest, mailer.Envelope] | None:
+        return await digest.preview(settings, sessions, to, moment)
 
     try:
         result = _with_store(settings, work)
@@ -420,7 +418,7 @@ def digest_preview(
     if result is None:
         out.print(f"nothing new for {to}: no digest would be sent", markup=False)
         return
-    _period, rendered, envelope = result
+    rendered, envelope = result
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"digest-{store.slugify(to)}"
     (out_dir / f"{stem}.html").write_text(rendered.html, encoding="utf-8")
@@ -447,7 +445,7 @@ def digest_run(
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> int:
         transport = mailer.create_transport(settings)
-        runner = digest.DigestRunner(settings, engine, sessions, transport)
+        runner = digest.DigestRunner(settings, sessions, transport)
         try:
             if dry_run:
                 due = await runner.dry_run(moment)
@@ -495,7 +493,7 @@ def worker() -> None:
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
         transport = mailer.create_transport(settings)
         refresher = scheduler.FeedRefresher(settings, engine, sessions)
-        runner = digest.DigestRunner(settings, engine, sessions, transport)
+        runner = digest.DigestRunner(settings, sessions, transport)
         jobs = scheduler.create_scheduler(settings, refresher, runner)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import css_inline
 from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_date
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import feeds, mailer, metrics, store, templating
 from service.config import Settings
@@ -107,6 +107,7 @@ class RenderedDigest:
     text: str
     html: str
     article_ids: tuple[int, ...]
+    unsubscribe_token: str
 
 
 def order_for(
@@ -195,18 +196,19 @@ class DigestRenderer:
         subscriber = address.subscriber
         own, rest = order_for(subscriber, articles)
         subject, text, html = self._shared_parts(period, subscriber, own, rest)
+        token = self._tokens.unsubscribe(address)
         values = {
             _NAME: mailer.header_safe(subscriber.name),
             _FEED: feeds.feed_url(
                 self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
             ),
-            _UNSUBSCRIBE: self._tokens.unsubscribe_url(address),
+            _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
             _PREFERENCES: self._tokens.preferences_url(address),
         }
         for placeholder, value in values.items():
             text = text.replace(placeholder, value)
             html = html.replace(placeholder, html_lib.escape(value, quote=True))
-        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest))
+        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest), token)
 
     def envelope(
         self,
@@ -220,12 +222,12 @@ class DigestRenderer:
         message_id = mailer.message_id(
             settings, f"digest.{delivery_id}.{period.end.strftime('%Y%m%d%H%M')}"
         )
-        token = self._tokens.unsubscribe(address)
+        token = digest.unsubscribe_token
         sender = mailer.envelope_sender(settings)
         headers = {
             "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
             "List-Unsubscribe": (
-                f"<{self._tokens.unsubscribe_url(address)}>, "
+                f"<{self._tokens.unsubscribe_link(token)}>, "
                 f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
             ),
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -245,6 +247,26 @@ class DigestRenderer:
         return mailer.Envelope(
             sender, address.email, mailer.to_bytes(settings, message), message_id
         )
+
+
+async def preview(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], email: str, at: datetime
+) -> tuple[RenderedDigest, mailer.Envelope] | None:
+    """The digest the address would get for the period ended at `at`; None when it
+    would get none (nothing new). Sends and records nothing."""
+    async with sessions() as session:
+        address = await store.address_by_email(session, email)
+        if address is None:
+            raise LookupError(f"no subscribed address {email!r}")
+        subscriber = address.subscriber
+        period = latest_period(settings, store.Frequency(subscriber.frequency), at)
+        after, upto = await store.next_window(session, address, period, store.utcnow())
+        articles = await store.digest_articles(session, after, upto, subscriber.topics or ())
+        if not articles:
+            return None
+        renderer = DigestRenderer(settings)
+        rendered = renderer.render(period, address, articles)
+        return rendered, renderer.envelope(period, 0, address, rendered, at)
 
 
 # --- running --------------------------------------------------------------------------
@@ -313,12 +335,10 @@ class DigestRunner:
     def __init__(
         self,
         settings: Settings,
-        engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         transport: mailer.Transport,
     ) -> None:
         self._settings = settings
-        self._engine = engine
         self._sessions = sessions
         self._transport = transport
         self.worker = worker_name()
@@ -335,11 +355,16 @@ class DigestRunner:
 
     async def plan(self, at: datetime) -> tuple[list[str], int]:
         """Add ledger rows for the newest ended period of every frequency."""
+        async with self._sessions() as session, session.begin():
+            return await self._plan_in(session, at, store.utcnow())
+
+    async def _plan_in(
+        self, session: AsyncSession, at: datetime, now: datetime
+    ) -> tuple[list[str], int]:
         keys, added = [], 0
         for frequency in store.Frequency:
             period = latest_period(self._settings, frequency, at)
-            async with self._sessions() as session, session.begin():
-                added += await store.plan_period(session, period, store.utcnow())
+            added += await store.plan_period(session, period, now)
             keys.append(period.key)
         return keys, added
 
@@ -351,9 +376,7 @@ class DigestRunner:
             transaction = await session.begin()
             try:
                 now = store.utcnow()
-                for frequency in store.Frequency:
-                    period = latest_period(self._settings, frequency, at)
-                    await store.plan_period(session, period, now)
+                await self._plan_in(session, at, now)
                 for delivery, address in await store.due_deliveries(session, now):
                     articles = await store.digest_articles(
                         session,
@@ -366,25 +389,6 @@ class DigestRunner:
             finally:
                 await transaction.rollback()
         return due
-
-    async def preview(
-        self, email: str, at: datetime
-    ) -> tuple[store.Period, RenderedDigest, mailer.Envelope] | None:
-        """The digest the address would get for the period ended at `at`; None when it
-        would get none (nothing new). Sends and records nothing."""
-        async with self._sessions() as session:
-            address = await store.address_by_email(session, email)
-            if address is None:
-                raise LookupError(f"no subscribed address {email!r}")
-            subscriber = address.subscriber
-            period = latest_period(self._settings, store.Frequency(subscriber.frequency), at)
-            after, upto = await store.next_window(session, address, period, store.utcnow())
-            articles = await store.digest_articles(session, after, upto, subscriber.topics or ())
-            if not articles:
-                return None
-            renderer = DigestRenderer(self._settings)
-            rendered = renderer.render(period, address, articles)
-            return period, rendered, renderer.envelope(period, 0, address, rendered, at)
 
     async def release_dead_local_claims(self) -> int:
         """Claims of processes on this host that no longer run go back to the queue at once
@@ -485,11 +489,7 @@ class DigestRunner:
     ) -> str:
         settings = self._settings
         now = store.utcnow()
-        period = store.Period(
-            store.Frequency(delivery.period_key.split(":")[0]),
-            delivery.period_start,
-            delivery.period_end,
-        )
+        period = store.Period.of(delivery)
 
         async def finish(
             status: store.DeliveryStatus,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -696,24 +697,42 @@ class Period:
     def key(self) -> str:
         return f"{self.frequency}:{self.end.astimezone(UTC).strftime('%Y-%m-%dT%H:%MZ')}"
 
+    @classmethod
+    def of(cls, delivery: Delivery) -> Period:
+        """The period a ledger row was planned for."""
+        frequency = Frequency(delivery.period_key.partition(":")[0])
+        return cls(frequency, delivery.period_start, delivery.period_end)
+
 
 _LIVE = (DeliveryStatus.SENT, DeliveryStatus.EMPTY, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
 
 
-async def _article_watermarks(session: AsyncSession) -> tuple[list[datetime], list[int]]:
-    rows = (
-        await session.execute(select(Article.created_at, Article.id).order_by(Article.id))
-    ).all()
-    return [r[0] for r in rows], [r[1] for r in rows]
+async def _newest_article_id(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
 
 
-def _newest_id_before(created: list[datetime], ids: list[int], moment: datetime) -> int:
-    """The highest article id stored at or before `moment` (ids grow with insertion)."""
-    newest = 0
-    for created_at, article_id in zip(created, ids, strict=True):
-        if created_at <= moment:
-            newest = max(newest, article_id)
-    return newest
+@dataclass(frozen=True)
+class _ArticleClock:
+    """When articles entered the store: answers "the newest article stored by then" with a
+    bisection, so planning a first digest for many addresses stays cheap."""
+
+    moments: list[datetime]  # import times, ascending
+    newest: list[int]  # the highest article id stored up to moments[i]
+
+    @classmethod
+    async def load(cls, session: AsyncSession) -> _ArticleClock:
+        rows = sorted((await session.execute(select(Article.created_at, Article.id))).all())
+        moments, newest, best = [], [], 0
+        for created_at, article_id in rows:
+            best = max(best, article_id)
+            moments.append(created_at)
+            newest.append(best)
+        return cls(moments, newest)
+
+    def first_after(self, confirmed_at: datetime, period: Period) -> int:
+        """Where an address's first digest starts: one period before its confirmation."""
+        index = bisect_right(self.moments, confirmed_at - (period.end - period.start))
+        return self.newest[index - 1] if index else 0
 
 
 async def _high_water_marks(session: AsyncSession, address_ids: Sequence[int]) -> dict[int, int]:
@@ -731,12 +750,11 @@ async def next_window(
 ) -> tuple[int, int]:
     """(after, upto): the article ids the address's next digest would carry, as
     `plan_period` would plan it now; for previews, writes nothing."""
-    upto = int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
+    upto = await _newest_article_id(session)
     after = (await _high_water_marks(session, [address.id])).get(address.id)
     if after is None:
-        created, ids = await _article_watermarks(session)
-        confirmed = address.confirmed_at or now
-        after = _newest_id_before(created, ids, confirmed - (period.end - period.start))
+        clock = await _ArticleClock.load(session)
+        after = clock.first_after(address.confirmed_at or now, period)
     return after, max(after, upto)
 
 
@@ -763,9 +781,8 @@ async def plan_period(
     are superseded: the new row carries their articles too. Safe to run concurrently:
     the unique (address, period) key makes a second insert a no-op.
     """
-    upto = int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
-    created, ids = await _article_watermarks(session)
-    length = period.end - period.start
+    upto = await _newest_article_id(session)
+    clock = await _ArticleClock.load(session)
     planned_already = select(Delivery.id).where(
         Delivery.address_id == Address.id, Delivery.period_key == period.key
     )
@@ -804,7 +821,7 @@ async def plan_period(
         for address_id, confirmed_at in batch:
             after = marks.get(address_id)
             if after is None:
-                after = _newest_id_before(created, ids, (confirmed_at or now) - length)
+                after = clock.first_after(confirmed_at or now, period)
             rows.append(
                 {
                     "address_id": address_id,

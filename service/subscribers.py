@@ -189,7 +189,10 @@ class Tokens:
         return self._settings.link(f"bestaetigen/{self.confirm(address)}")
 
     def unsubscribe_url(self, address: store.Address) -> str:
-        return self._settings.link(f"abmelden/{self.unsubscribe(address)}")
+        return self.unsubscribe_link(self.unsubscribe(address))
+
+    def unsubscribe_link(self, token: str) -> str:
+        return self._settings.link(f"abmelden/{token}")
 
     def preferences_url(self, address: store.Address) -> str:
         return self._settings.link(f"einstellungen/{self.preferences(address)}")

@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.sessions = sessions
             app.state.transport = transport
             app.state.refresher = scheduler.FeedRefresher(settings, engine, sessions)
-            app.state.runner = digest.DigestRunner(settings, engine, sessions, transport)
+            app.state.runner = digest.DigestRunner(settings, sessions, transport)
             app.state.scheduler = scheduler.create_scheduler(
                 settings, app.state.refresher, app.state.runner
             )

@@ -46,7 +46,7 @@ async def _subscribe(sessions, name, email, partner=None, frequency="weekly", **
 
 
 def _runner(settings: Settings, engine, sessions) -> digest.DigestRunner:
-    return digest.DigestRunner(settings, engine, sessions, mailer.create_transport(settings))
+    return digest.DigestRunner(settings, sessions, mailer.create_transport(settings))
 
 
 async def _run(settings, engine, sessions, at: datetime) -> digest.RunReport:

@@ -133,3 +133,33 @@ async def test_expired_claims_are_taken_over_and_released_claims_return(sessions
     async with sessions() as session, session.begin():
         assert await store.release_claims(session, ["w2"]) == 2
         assert len(await store.claim_deliveries(session, "w3", now, 10, lease)) == 2
+
+
+async def test_first_window_starts_at_the_newest_article_stored_a_period_before_confirmation(
+    sessions,
+):
+    confirmed = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    period = store.Period(
+        store.Frequency.WEEKLY,
+        datetime(2026, 11, 16, 6, tzinfo=UTC),
+        datetime(2026, 11, 23, 6, tzinfo=UTC),
+    )
+    # ids 1..3 imported 20, 12 and 5 days before the confirmation
+    async with sessions() as session, session.begin():
+        for key, days in (("a", 20), ("b", 12), ("c", 5)):
+            await store.save_article(
+                session,
+                _data(key=key, title=key, teaser=key, published_at=confirmed),
+                now=confirmed - timedelta(days=days),
+            )
+        subscriber = await store.create_subscriber(
+            session, name="Stadt Jena", frequency=store.Frequency.WEEKLY
+        )
+        address = await store.add_address(
+            session, subscriber, "a@jena.de", store.AddressStatus.ACTIVE, now=confirmed
+        )
+
+    async with sessions() as session:
+        after, upto = await store.next_window(session, address, period, confirmed)
+
+    assert (after, upto) == (2, 3)  # only "c" entered within the week before confirmation
