@@ -219,8 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(db_session: Session) -> HTMLResponse:
         articles = await store.newest_articles(db_session, settings.feed_size)
-        heading = await feeds.site_title(settings, db_session)
-        return await page(db_session, "index", articles=articles, heading=heading)
+        return await page(db_session, "index", articles=articles, heading=None)
 
     @app.get("/themen/{slug}", response_class=HTMLResponse, include_in_schema=False)
     async def topic_page(slug: str, db_session: Session) -> HTMLResponse:

@@ -64,6 +64,7 @@ async def test_index_lists_articles_in_german_with_feed_autodiscovery(client, se
     assert response.headers["content-type"].startswith("text/html")
     page = lxml_html.fromstring(response.text)
     assert page.get("lang") == "de"
+    assert page.find(".//h1").text_content() == "Kommunalpartnerschaften mit der Ukraine"
     headlines = [h.text_content() for h in page.iter("h2")]
     assert headlines[0].startswith("Zwei Jahre nach Kriegsbeginn")
     assert len(headlines) == 10
