@@ -253,7 +253,10 @@ async def preview(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], email: str, at: datetime
 ) -> tuple[RenderedDigest, mailer.Envelope] | None:
     """The digest the address would get for the period ended at `at`; None when it
-    would get none (nothing new). Sends and records nothing."""
+    would get none (nothing new). Sends and records nothing (it only numbers articles
+    committed since the last numbering, as the next run would)."""
+    async with sessions() as session, session.begin():
+        await store.publish_committed(session)
     async with sessions() as session:
         address = await store.address_by_email(session, email)
         if address is None:

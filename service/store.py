@@ -8,6 +8,9 @@ Imports only `errors`; every other module sits below it in the flow.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import re
 import unicodedata
 import uuid
@@ -35,6 +38,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     event,
     func,
@@ -51,7 +55,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    SessionTransaction,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
 
@@ -111,6 +123,8 @@ class Article(Base):
     source_url: Mapped[str | None] = mapped_column(Text)
     # False for a backfill imported with --no-notify: feeds show it, no digest carries it.
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Its place in commit order, given once it is committed (see `publish_committed`).
+    publication_seq: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     topic_rows: Mapped[list[ArticleTopic]] = relationship(
@@ -221,7 +235,8 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     claimed_by: Mapped[str | None] = mapped_column(String(120))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The digest carries the articles with after_article_id < id <= upto_article_id.
+    # The digest carries the articles with after_article_id < publication_seq <=
+    # upto_article_id (publication sequences; the names are from when they were ids).
     after_article_id: Mapped[int] = mapped_column(BigInteger)
     upto_article_id: Mapped[int] = mapped_column(BigInteger)
     article_count: Mapped[int | None] = mapped_column(Integer)
@@ -265,29 +280,66 @@ class Capabilities:
         return cls(dialect=dialect, skip_locked=postgres, advisory_locks=postgres)
 
 
+# How long a SQLite connection waits for another process's write lock before it fails
+# with "database is locked": concurrent processes on one file wait, they do not die.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Execution option naming how a SQLite transaction begins: DEFERRED (reads) or IMMEDIATE.
+_SQLITE_BEGIN = "partnerpost_sqlite_begin"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy's "begin" event below emits BEGIN itself: the driver's own implicit BEGIN
+    # comes only before the first write, so reads before it ran outside the transaction.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # First, so that even switching the journal mode waits for a busy file.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    """BEGIN IMMEDIATE for write transactions, BEGIN for the rest.
+
+    A deferred transaction that has read and then writes cannot wait for the write lock:
+    when another process committed meanwhile SQLite fails at once with "database is
+    locked" (its snapshot is stale). Taking the write lock at BEGIN makes the busy timeout
+    apply, so concurrent writers queue up instead.
+    """
+    mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
 def create_engine(database_url: str, **options: Any) -> AsyncEngine:
-    """An engine for the URL; SQLite files get their folder, WAL mode and foreign keys."""
+    """An engine for the URL; SQLite files get their folder, WAL mode, foreign keys, a busy
+    timeout, and write transactions that take the write lock when they begin."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **options)
 
 
+class _StoreSession(Session):
+    """A session whose explicit transactions (`session.begin()`, the house style for every
+    write) begin IMMEDIATE on SQLite; sessions that only read begin deferred."""
+
+    def begin(self, nested: bool = False) -> SessionTransaction:
+        transaction = super().begin(nested)
+        if not nested and self.bind is not None and self.bind.dialect.name == "sqlite":
+            # Execution options only reach the connection when it is procured, so take it now.
+            self.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
+        return transaction
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=_StoreSession)
 
 
 async def check_connection(engine: AsyncEngine) -> None:
@@ -312,9 +364,13 @@ async def upgrade(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     await check_connection(engine)
-    async with engine.begin() as connection:
-        await _advisory_xact_lock(connection, "migrate")
-        await connection.run_sync(run)
+    async with engine.connect() as connection:
+        # On SQLite the write lock serializes processes starting together, as the
+        # advisory lock does on PostgreSQL.
+        await connection.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+        async with connection.begin():
+            await _advisory_xact_lock(connection, "migrate")
+            await connection.run_sync(run)
 
 
 async def _advisory_xact_lock(connection: AsyncConnection, name: str) -> None:
@@ -325,31 +381,70 @@ async def _advisory_xact_lock(connection: AsyncConnection, name: str) -> None:
         )
 
 
-@asynccontextmanager
-async def exclusive(engine: AsyncEngine, name: str) -> AsyncIterator[bool]:
-    """Hold a named lock across replicas; yields False when another process holds it.
+_LOCK_POLL_SECONDS = 0.05
 
-    PostgreSQL uses a session-level advisory lock. SQLite serves a single host, where the
-    caller's own in-process guard suffices, so it always yields True.
+
+@asynccontextmanager
+async def exclusive(engine: AsyncEngine, name: str, *, wait: bool = False) -> AsyncIterator[bool]:
+    """Hold a named lock across processes; yields False when another process holds it,
+    or, with `wait`, waits for it and yields True.
+
+    PostgreSQL uses a session-level advisory lock, across hosts. SQLite serves one host:
+    an exclusive `flock` on a lock file beside the database file, which also excludes a
+    second holder in the same process (each holder opens the file anew).
     """
-    if not Capabilities.of(engine).advisory_locks:
+    if Capabilities.of(engine).advisory_locks:
+        async with _advisory_lock(engine, name, wait) as got:
+            yield got
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":  # one process by construction
         yield True
         return
+    async with _file_lock(Path(f"{database}.{name}.lock"), wait) as got:
+        yield got
+
+
+@asynccontextmanager
+async def _advisory_lock(engine: AsyncEngine, name: str, wait: bool) -> AsyncIterator[bool]:
     async with engine.connect() as connection:
         params = {"ns": _LOCK_NAMESPACE, "name": name}
-        got = (
-            await connection.execute(
-                text("SELECT pg_try_advisory_lock(:ns, hashtext(:name))"), params
-            )
-        ).scalar_one()
+        take = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        result = await connection.execute(text(f"SELECT {take}(:ns, hashtext(:name))"), params)
+        got = True if wait else bool(result.scalar_one())
         try:
-            yield bool(got)
+            yield got
         finally:
             if got:
                 await connection.execute(
                     text("SELECT pg_advisory_unlock(:ns, hashtext(:name))"), params
                 )
             await connection.commit()
+
+
+@asynccontextmanager
+async def _file_lock(path: Path, wait: bool) -> AsyncIterator[bool]:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        got = _try_flock(descriptor)
+        while wait and not got:
+            await asyncio.sleep(_LOCK_POLL_SECONDS)  # polled: a blocking flock is not cancellable
+            got = _try_flock(descriptor)
+        try:
+            yield got
+        finally:
+            if got:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _try_flock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 # --- articles -------------------------------------------------------------------------
@@ -707,26 +802,81 @@ class Period:
 _LIVE = (DeliveryStatus.SENT, DeliveryStatus.EMPTY, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
 
 
-async def _newest_article_id(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.coalesce(func.max(Article.id), 0))) or 0)
+# --- what is new: the publication sequence ---
+#
+# "What is new" follows commit order, not id order. On PostgreSQL an article's id (and
+# its created_at) is taken when its row is inserted, but the row becomes visible when
+# its transaction commits: a long import holds ids 1..3000 while a small one commits
+# id 3001, and a digest planned in between moved every mark past 3000 articles it never
+# saw. There are two ways to a mark that covers only committed articles:
+#   - bound the id mark by the oldest transaction still in flight (store each article's
+#     xid8, cap the mark below `pg_snapshot_xmin(pg_current_snapshot())`): PostgreSQL
+#     only, and one long import, or any idle transaction, holds back every digest;
+#   - number articles after they are committed. We do this: `publish_committed` gives
+#     each visible article without a number the next numbers, under a lock that
+#     serializes numbering (an advisory transaction lock on PostgreSQL; on
+#     SQLite the write lock every write transaction takes at BEGIN). An article whose
+#     transaction has not committed is invisible to it and gets a higher number later,
+#     so every number up to the current maximum belongs to a committed article, and a
+#     mark over numbers never skips one.
+# Planning numbers within its own transaction, right before it reads the newest number:
+# numbering where the numbers are used needs no recovery step for an import that
+# crashed between its commit and a separate numbering transaction. Edits keep their
+# article's number, so an edit is never sent again (as before, with ids).
+
+
+async def publish_committed(session: AsyncSession) -> int:
+    """Number the committed articles that have no publication number yet, in id order,
+    after every numbered one; returns how many. Runs in the caller's transaction and
+    holds the numbering lock until it ends."""
+    await _advisory_xact_lock(await session.connection(), "publish")
+    unnumbered = list(
+        await session.scalars(
+            select(Article.id).where(Article.publication_seq.is_(None)).order_by(Article.id)
+        )
+    )
+    if not unnumbered:
+        return 0
+    base = await _newest_seq(session)
+    table = cast(Table, Article.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("article_id"))
+        .values(publication_seq=bindparam("seq")),
+        [{"article_id": id_, "seq": base + n} for n, id_ in enumerate(unnumbered, start=1)],
+    )
+    return len(unnumbered)
+
+
+async def _newest_seq(session: AsyncSession) -> int:
+    query = select(func.coalesce(func.max(Article.publication_seq), 0))
+    return int(await session.scalar(query) or 0)
 
 
 @dataclass(frozen=True)
 class _ArticleClock:
-    """When articles entered the store: answers "the newest article stored by then" with a
-    bisection, so planning a first digest for many addresses stays cheap."""
+    """When articles entered the store, in publication order: answers "the newest
+    publication number stored by then" with a bisection, so planning a first digest for
+    many addresses stays cheap."""
 
-    moments: list[datetime]  # import times, ascending
-    newest: list[int]  # the highest article id stored up to moments[i]
+    moments: list[datetime]  # ascending
+    newest: list[int]  # the highest publication number stored by moments[i]
 
     @classmethod
     async def load(cls, session: AsyncSession) -> _ArticleClock:
-        rows = sorted((await session.execute(select(Article.created_at, Article.id))).all())
-        moments, newest, best = [], [], 0
-        for created_at, article_id in rows:
-            best = max(best, article_id)
-            moments.append(created_at)
-            newest.append(best)
+        rows = await session.execute(
+            select(Article.publication_seq, Article.created_at)
+            .where(Article.publication_seq.is_not(None))
+            .order_by(Article.publication_seq)
+        )
+        # An article numbered after another was committed after it, so it entered the
+        # store no earlier than the other's import time: the running maximum of import
+        # times keeps `moments` ascending for the bisection.
+        moments: list[datetime] = []
+        newest: list[int] = []
+        for seq, created_at in rows.all():
+            moments.append(max(created_at, moments[-1]) if moments else created_at)
+            newest.append(cast(int, seq))
         return cls(moments, newest)
 
     def first_after(self, confirmed_at: datetime, period: Period) -> int:
@@ -736,7 +886,8 @@ class _ArticleClock:
 
 
 async def _high_water_marks(session: AsyncSession, address_ids: Sequence[int]) -> dict[int, int]:
-    """Per address, the newest article a sent, empty or still live digest row carries."""
+    """Per address, the newest publication number a sent, empty or still live digest row
+    carries."""
     rows = await session.execute(
         select(Delivery.address_id, func.max(Delivery.upto_article_id))
         .where(Delivery.address_id.in_(address_ids), Delivery.status.in_(_LIVE))
@@ -748,9 +899,10 @@ async def _high_water_marks(session: AsyncSession, address_ids: Sequence[int]) -
 async def next_window(
     session: AsyncSession, address: Address, period: Period, now: datetime
 ) -> tuple[int, int]:
-    """(after, upto): the article ids the address's next digest would carry, as
-    `plan_period` would plan it now; for previews, writes nothing."""
-    upto = await _newest_article_id(session)
+    """(after, upto): the publication numbers the address's next digest would carry, as
+    `plan_period` would plan it now; for previews, writes nothing (articles not numbered
+    yet are left out: `publish_committed` first to see them)."""
+    upto = await _newest_seq(session)
     after = (await _high_water_marks(session, [address.id])).get(address.id)
     if after is None:
         clock = await _ArticleClock.load(session)
@@ -775,13 +927,15 @@ async def plan_period(
     """Add a pending ledger row for every active address of the period's frequency that
     was confirmed by the period's end and has none yet; returns how many were added.
 
-    A row carries the articles after the address's high-water mark (the newest article an
-    earlier live row carries) up to the newest article stored now. An address's first row
-    reaches back one period before its confirmation. Older rows still waiting for a retry
-    are superseded: the new row carries their articles too. Safe to run concurrently:
-    the unique (address, period) key makes a second insert a no-op.
+    A row carries the articles after the address's high-water mark (the newest publication
+    number an earlier live row carries) up to the newest one now; committed articles are
+    numbered first (`publish_committed`). An address's first row reaches back one period
+    before its confirmation. Older rows still waiting for a retry are superseded: the new
+    row carries their articles too. Safe to run concurrently: the unique (address,
+    period) key makes a second insert a no-op.
     """
-    upto = await _newest_article_id(session)
+    await publish_committed(session)
+    upto = await _newest_seq(session)
     clock = await _ArticleClock.load(session)
     planned_already = select(Delivery.id).where(
         Delivery.address_id == Address.id, Delivery.period_key == period.key
@@ -946,10 +1100,15 @@ async def due_deliveries(session: AsyncSession, now: datetime) -> list[tuple[Del
 async def digest_articles(
     session: AsyncSession, after: int, upto: int, topics: Sequence[str] = ()
 ) -> Sequence[Article]:
-    """The articles a digest row carries, newest publication first."""
+    """The articles a digest row carries (publication numbers after < n <= upto), newest
+    publication date first."""
     query = (
         select(Article)
-        .where(Article.id > after, Article.id <= upto, Article.notify.is_(True))
+        .where(
+            Article.publication_seq > after,
+            Article.publication_seq <= upto,
+            Article.notify.is_(True),
+        )
         .order_by(Article.published_at.desc(), Article.id.desc())
     )
     if topics:

@@ -158,6 +158,8 @@ async def test_first_window_starts_at_the_newest_article_stored_a_period_before_
         address = await store.add_address(
             session, subscriber, "a@jena.de", store.AddressStatus.ACTIVE, now=confirmed
         )
+    async with sessions() as session, session.begin():
+        assert await store.publish_committed(session) == 3
 
     async with sessions() as session:
         after, upto = await store.next_window(session, address, period, confirmed)
