@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
@@ -111,6 +112,15 @@ def _with_store(
     except PartnerpostError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
+    except DBAPIError as exc:
+        # A database failure is never "input rejected" (exit 1): the transaction that
+        # failed was rolled back, and the operator can run the command again.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        err.print(
+            f"[red]database error:[/] {escape(reason)}; the failed transaction was rolled "
+            "back, run the command again",
+        )
+        raise typer.Exit(EXIT_FAILURE) from exc
 
 
 @app.callback()
@@ -192,7 +202,7 @@ def ingest_command(
     ) -> ingest.IngestReport:
         report = await ingest.save(sessions, parsed, notify=not no_notify)
         if report.changed:
-            await feeds.build_feeds(settings, engine, sessions)
+            await feeds.build_feeds(settings, engine, sessions, wait=True)
         return report
 
     report = _with_store(settings, work)
@@ -214,7 +224,7 @@ def feeds_build() -> None:
     async def work(
         engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> feeds.BuildReport | None:
-        return await feeds.build_feeds(settings, engine, sessions)
+        return await feeds.build_feeds(settings, engine, sessions, wait=True)
 
     report = _with_store(settings, work)
     if report is None:

@@ -268,17 +268,22 @@ def write_feeds(
     for folder in (settings.feeds_dir / name for name in prune):
         for path in sorted(folder.glob("*")) if folder.is_dir() else []:
             if path.suffix in RENDERERS and path.resolve() not in produced:
-                path.unlink()
+                path.unlink(missing_ok=True)
                 report.removed.append(path)
     return report
 
 
 async def build_feeds(
-    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    wait: bool = False,
 ) -> BuildReport | None:
-    """Build all feeds; None when another replica is building them right now."""
+    """Build all feeds; None when another process is building them right now, or, with
+    `wait`, after it has finished (so the build sees what the caller just stored)."""
     started = time.perf_counter()
-    async with store.exclusive(engine, "feeds") as acquired:
+    async with store.exclusive(engine, "feeds", wait=wait) as acquired:
         if not acquired:
             log.info("feed build skipped: another process holds the feeds lock")
             return None

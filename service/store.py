@@ -282,22 +282,26 @@ class Capabilities:
 
 # How long a SQLite connection waits for another process's write lock before it fails
 # with "database is locked": concurrent processes on one file wait, they do not die.
-SQLITE_BUSY_TIMEOUT_MS = 60_000
+# The URL's `?timeout=SECONDS` (the driver's own parameter) overrides it.
+SQLITE_BUSY_TIMEOUT_SECONDS = 60.0
 # Execution option naming how a SQLite transaction begins: DEFERRED (reads) or IMMEDIATE.
 _SQLITE_BEGIN = "partnerpost_sqlite_begin"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLAlchemy's "begin" event below emits BEGIN itself: the driver's own implicit BEGIN
-    # comes only before the first write, so reads before it ran outside the transaction.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    # First, so that even switching the journal mode waits for a busy file.
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy's "begin" event below emits BEGIN itself: the driver's implicit BEGIN
+        # comes only before the first write, so reads before it ran outside the transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # First, so that even switching the journal mode waits for a busy file.
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_begin(connection: Any) -> None:
@@ -319,8 +323,9 @@ def create_engine(database_url: str, **options: Any) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        seconds = float(str(url.query.get("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)))
         engine = create_async_engine(url, **options)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(int(seconds * 1000)))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **options)
