@@ -454,6 +454,8 @@ def digest_run(
     moment = _parse_at(at)
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> int:
+        """The exit code: 1 when a row failed permanently, 2 when nothing could be
+        delivered (every row tried waits for a retry), else 0."""
         transport = mailer.create_transport(settings)
         runner = digest.DigestRunner(settings, sessions, transport)
         try:
@@ -481,18 +483,22 @@ def digest_run(
                     progress=lambda _: bar.advance(task),
                     on_start=lambda total: bar.update(task, total=total),
                 )
+            problem = report.problem()
             out.print(
                 f"sent {report.sent}, skipped {report.skipped}, failed {report.failed}, "
-                f"retrying {report.retrying} ({', '.join(report.periods)})",
+                f"retrying {report.retrying} ({', '.join(report.periods)})"
+                + (f": {problem}" if problem else ""),
                 markup=False,
             )
-            return report.failed
+            if report.nothing_delivered:
+                return EXIT_FAILURE
+            return EXIT_REJECTED if report.failed else 0
         finally:
             await transport.close()
 
-    failed = _with_store(settings, work)
-    if failed:
-        raise typer.Exit(EXIT_REJECTED)
+    code = _with_store(settings, work)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

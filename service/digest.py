@@ -277,14 +277,45 @@ async def preview(
 
 @dataclass
 class RunReport:
+    """What a run did, counted in ledger rows: a row retried within the run counts once,
+    by where it ended (sent, skipped, retrying later, failed); `attempts` counts sends."""
+
     periods: list[str] = field(default_factory=list)
     planned: int = 0
     sent: int = 0
     skipped: int = 0
     retrying: int = 0
     failed: int = 0
+    attempts: int = 0
     released: int = 0
     seconds: float = 0.0
+    _rows: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def record(self, delivery_id: int, outcome: str) -> None:
+        """Count the row by its latest outcome in this run."""
+        previous = self._rows.get(delivery_id)
+        if previous is not None:
+            setattr(self, previous, getattr(self, previous) - 1)
+        self._rows[delivery_id] = outcome
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.attempts += 1
+
+    @property
+    def nothing_delivered(self) -> bool:
+        """Rows wait for a retry and none was sent: the relay is likely down."""
+        return self.retrying > 0 and self.sent == 0
+
+    def problem(self) -> str | None:
+        """Why the run did not do its job, for the operator; None when it did."""
+        problems = []
+        if self.nothing_delivered:
+            problems.append(
+                f"nothing could be delivered, {self.retrying} digest(s) wait for a retry; "
+                "is the SMTP relay reachable?"
+            )
+        if self.failed:
+            problems.append(f"{self.failed} digest(s) failed permanently (see the ledger)")
+        return "; ".join(problems) or None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -293,14 +324,17 @@ class RunReport:
             "skipped": self.skipped,
             "retrying": self.retrying,
             "failed": self.failed,
+            "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
         }
 
     def summary(self) -> str:
+        problem = self.problem()
         return (
             f"digest run: periods {', '.join(self.periods) or '-'}; sent {self.sent}, "
             f"skipped {self.skipped}, retrying {self.retrying}, failed {self.failed} "
-            f"in {self.seconds:.2f}s"
+            f"({self.attempts} attempts) in {self.seconds:.2f}s"
+            + (f"; {problem}" if problem else "")
         )
 
 
@@ -427,7 +461,8 @@ class DigestRunner:
             report.seconds = time.perf_counter() - started
             self.last_run = datetime.now(UTC)
             metrics.DIGEST_RUN_SECONDS.observe(report.seconds)
-            log.info(report.summary(), extra={"digest_run": report.as_dict()})
+            level = logging.WARNING if report.problem() else logging.INFO
+            log.log(level, report.summary(), extra={"digest_run": report.as_dict()})
             return report
 
     async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
@@ -478,7 +513,7 @@ class DigestRunner:
             outcome = await _finish_even_if_cancelled(
                 self._deliver(renderer, delivery, address, articles)
             )
-            setattr(report, outcome, getattr(report, outcome) + 1)
+            report.record(delivery.id, outcome)
             metrics.MESSAGES.labels(outcome).inc()
             if progress:
                 progress(outcome)

@@ -303,7 +303,7 @@ async def test_451_then_250_delivers_exactly_once(mail_settings, smtp_server, en
 
     report = await _run(mail_settings, engine, sessions, next_monday_8am())
 
-    assert (report.retrying, report.sent) == (1, 1)
+    assert (report.retrying, report.sent, report.attempts) == (0, 1, 2)
     assert smtp_server.handler.attempts == 2
     assert len(smtp_server.handler.received) == 1
     async with sessions() as session:
@@ -338,7 +338,7 @@ async def test_connection_dropped_during_data_is_retried(
 
     report = await _run(mail_settings, engine, sessions, next_monday_8am())
 
-    assert (report.retrying, report.sent) == (1, 1)
+    assert (report.retrying, report.sent, report.attempts) == (0, 1, 2)
     assert len(smtp_server.handler.received) == 1
 
 
@@ -352,7 +352,7 @@ async def test_temporary_failures_stop_after_the_configured_attempts(
 
     report = await _run(settings, engine, sessions, next_monday_8am())
 
-    assert (report.retrying, report.failed, report.sent) == (2, 1, 0)
+    assert (report.retrying, report.failed, report.sent, report.attempts) == (0, 1, 0, 3)
     assert smtp_server.handler.attempts == 3
 
 
