@@ -158,3 +158,20 @@ def test_an_import_that_fails_for_a_database_reason_exits_2_and_rejects_nothing(
     assert "Traceback" not in stderr and "rejected" not in result.stdout.decode() + stderr
     retry = run(settings, "ingest", str(path))
     assert retry.returncode == 0 and b"6 new" in retry.stdout
+
+
+async def test_a_named_lock_excludes_a_second_holder_who_may_wait_for_it(engine):
+    """On SQLite the feeds lock used to be a no-op: concurrent builds pruned each other's
+    files."""
+    async with store.exclusive(engine, "feeds") as first:
+        async with store.exclusive(engine, "feeds") as second:
+            assert (first, second) == (True, False)
+        waiting = asyncio.create_task(_hold_waiting(engine))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+    assert await waiting
+
+
+async def _hold_waiting(engine) -> bool:
+    async with store.exclusive(engine, "feeds", wait=True) as got:
+        return got
