@@ -53,17 +53,40 @@ class ConfirmationSender:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:confirm"
         self.stopping = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._woken: set[asyncio.Task[ConfirmationReport]] = set()
+        self._pass_queued = False
+
+    def wake(self) -> None:
+        """Send what is due in the background, now or right after the run going.
+
+        A pass that has not claimed yet will see every row committed before this call,
+        so one such pass waiting is enough however many requests wake the sender."""
+        if self._pass_queued or self.stopping.is_set():
+            return
+        self._pass_queued = True
+        task = asyncio.get_running_loop().create_task(self._woken_run())
+        self._woken.add(task)
+        task.add_done_callback(self._woken.discard)
+
+    async def _woken_run(self) -> ConfirmationReport:
+        try:
+            return await self.run()
+        except Exception:
+            log.exception("sending confirmation mails failed; the next tick retries")
+            return ConfirmationReport()
 
     async def stop(self) -> None:
         """Finish the mail in flight, hand back unsent claims, and return when idle."""
         self.stopping.set()
         async with self._lock:
             log.debug("confirmation sender %s stopped", self.worker)
+        await asyncio.gather(*self._woken)
 
     async def run(self) -> ConfirmationReport:
         """Send every confirmation mail that is due now."""
         report = ConfirmationReport()
         async with self._lock:
+            self._pass_queued = False
             lease = timedelta(seconds=self._settings.digest_lease_seconds)
             while not self.stopping.is_set():
                 async with self._sessions() as session, session.begin():

@@ -86,8 +86,8 @@ def create_scheduler(
     Digests: a cron job per frequency at its period end, and a job every
     `digest_retry_seconds` that sends retries and, run at once on start, catches up on a
     period that ended while nothing ran. Both only derive what is due from the ledger.
-    Confirmation mails: a job every `confirmation_send_seconds` sends the queue (and is
-    woken at once by a new subscription request).
+    Confirmation mails: a job every `confirmation_send_seconds` sends the queue and its
+    retries (a new request also wakes the sender at once, see `ConfirmationSender.wake`).
     """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
@@ -138,12 +138,5 @@ def create_scheduler(
 def request_feed_refresh(scheduler: AsyncIOScheduler) -> None:
     """Run the feed job now instead of at its next tick (after an edit through the API)."""
     job = scheduler.get_job(FEEDS_JOB)
-    if job is not None:
-        job.modify(next_run_time=datetime.now(BERLIN))
-
-
-def request_confirmations(scheduler: AsyncIOScheduler) -> None:
-    """Send queued confirmation mails now instead of at the next tick."""
-    job = scheduler.get_job(CONFIRMATIONS_JOB)
     if job is not None:
         job.modify(next_run_time=datetime.now(BERLIN))

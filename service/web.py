@@ -296,7 +296,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings, request.app.state.sessions, data, client_of(request), store.utcnow()
         )
         # Whether or not a mail was queued, so the answer takes as long either way.
-        scheduler.request_confirmations(request.app.state.scheduler)
+        request.app.state.confirmations.wake()
 
     check_mail = (
         "Bitte prüfen Sie Ihr Postfach",
