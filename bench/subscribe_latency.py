@@ -28,10 +28,14 @@ class SlowRelay:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.received = 0
+        self.wanted = 0
+        self.all_received = asyncio.Event()
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         await asyncio.sleep(self.delay)
         self.received += 1
+        if self.received >= self.wanted:
+            self.all_received.set()
         return "250 OK"
 
 
@@ -44,6 +48,7 @@ async def main(requests: int, delay: float) -> None:
     from tests.conftest import running_app
 
     relay = SlowRelay(delay)
+    relay.wanted = requests
     server = await asyncio.get_running_loop().create_server(
         lambda: SMTP(relay, hostname="relay"), "127.0.0.1", 0
     )
@@ -75,8 +80,7 @@ async def main(requests: int, delay: float) -> None:
                     )
                     timings[kind].append(time.perf_counter() - started)
                     assert answer.status_code == 202, answer.text
-            while relay.received < requests:  # the queue still delivers every mail
-                await asyncio.sleep(0.05)
+            await relay.all_received.wait()  # the queue still delivers every mail
     server.close()
     for kind, values in timings.items():
         print(
