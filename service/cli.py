@@ -26,7 +26,17 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
+from service import (
+    confirmations,
+    digest,
+    feeds,
+    ingest,
+    mailer,
+    scheduler,
+    store,
+    subscribers,
+    templating,
+)
 from service.config import Settings, load_settings
 from service.errors import IngestInputError, PartnerpostError
 
@@ -486,8 +496,8 @@ def digest_run(
             problem = report.problem()
             out.print(
                 f"sent {report.sent}, skipped {report.skipped}, failed {report.failed}, "
-                f"retrying {report.retrying} ({', '.join(report.periods)})"
-                + (f": {problem}" if problem else ""),
+                f"retrying {report.retrying}, uncertain {report.uncertain} "
+                f"({', '.join(report.periods)})" + (f": {problem}" if problem else ""),
                 markup=False,
             )
             if report.nothing_delivered:
@@ -510,7 +520,8 @@ def worker() -> None:
         transport = mailer.create_transport(settings)
         refresher = scheduler.FeedRefresher(settings, engine, sessions)
         runner = digest.DigestRunner(settings, sessions, transport)
-        jobs = scheduler.create_scheduler(settings, refresher, runner)
+        sender = confirmations.ConfirmationSender(settings, sessions, transport)
+        jobs = scheduler.create_scheduler(settings, refresher, runner, sender)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -522,7 +533,7 @@ def worker() -> None:
             log.info("worker %s stopping", runner.worker)
         finally:
             jobs.pause()  # no new runs; the one going may finish its message
-            finished = await _stop_within_grace(settings, runner)
+            finished = await _stop_within_grace(settings, runner, sender)
             jobs.shutdown(wait=False)
             await transport.close()
         if not finished:
@@ -532,11 +543,17 @@ def worker() -> None:
     _with_store(settings, work)
 
 
-async def _stop_within_grace(settings: Settings, runner: digest.DigestRunner) -> bool:
-    """Let the message in flight finish and hand back unsent claims; False if that took
+async def _stop_within_grace(
+    settings: Settings,
+    runner: digest.DigestRunner,
+    sender: confirmations.ConfirmationSender,
+) -> bool:
+    """Let the messages in flight finish and hand back unsent claims; False if that took
     longer than the grace period (the claims then expire by their lease)."""
     try:
-        await asyncio.wait_for(runner.stop(), settings.shutdown_grace_seconds)
+        await asyncio.wait_for(
+            asyncio.gather(runner.stop(), sender.stop()), settings.shutdown_grace_seconds
+        )
     except TimeoutError:
         log.error(
             "worker %s: the message in flight did not finish within %ss",

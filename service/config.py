@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     smtp_username: str = Field(default="", description="SMTP login; empty sends without.")
     smtp_password: str = Field(default="", description="SMTP password.")
     smtp_timeout: float = Field(default=30, gt=0, description="Seconds per SMTP command.")
+    smtp_data_timeout: float = Field(
+        default=600,
+        gt=0,
+        description="Seconds to wait for the reply to the end of a message (RFC 5321 "
+        "4.5.3.2.6 recommends 10 minutes); without a reply by then the delivery is uncertain.",
+    )
     smtp_pool_size: int = Field(
         default=1,
         ge=1,
@@ -136,6 +142,9 @@ class Settings(BaseSettings):
     )
     confirmations_per_address: int = Field(
         default=3, ge=1, description="Confirmation mails to one address per 24 hours."
+    )
+    confirmation_send_seconds: int = Field(
+        default=10, ge=1, description="How often queued confirmation mails are sent or retried."
     )
     confirmations_per_client: int = Field(
         default=10, ge=1, description="Subscription requests from one client per hour."

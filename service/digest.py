@@ -3,8 +3,8 @@ and the run that plans, claims, renders, sends and records.
 
 Owns digest periods (cron ends in Europe/Berlin), the rendering of
 `templates/email/digest.{html,txt}.j2`, and the send loop over the delivery ledger.
-Imports `config`, `store`, `feeds` (links), `mailer`, `metrics`, `subscribers` (tokens),
-`templating`.
+Imports `config`, `store`, `feeds` (links), `mailer`, `metrics`, `outcomes`, `subscribers`
+(tokens), `templating`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -28,7 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import feeds, mailer, metrics, store, templating
+from service import feeds, mailer, metrics, outcomes, store, templating
 from service.config import Settings
 from service.subscribers import Tokens
 
@@ -223,7 +222,7 @@ class DigestRenderer:
             settings, f"digest.{delivery_id}.{period.end.strftime('%Y%m%d%H%M')}"
         )
         token = digest.unsubscribe_token
-        sender = mailer.envelope_sender(settings)
+        sender = mailer.envelope_sender(settings)  # for the mailto: unsubscribe
         headers = {
             "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
             "List-Unsubscribe": (
@@ -244,9 +243,7 @@ class DigestRenderer:
             date=now,
             extra_headers=headers,
         )
-        return mailer.Envelope(
-            sender, address.email, mailer.to_bytes(settings, message), message_id
-        )
+        return mailer.envelope(settings, message, address.email, message_id)
 
 
 async def preview(
@@ -286,6 +283,7 @@ class RunReport:
     skipped: int = 0
     retrying: int = 0
     failed: int = 0
+    uncertain: int = 0  # no reply to the end of the message, also after one retry
     attempts: int = 0
     released: int = 0
     seconds: float = 0.0
@@ -324,6 +322,7 @@ class RunReport:
             "skipped": self.skipped,
             "retrying": self.retrying,
             "failed": self.failed,
+            "uncertain": self.uncertain,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
         }
@@ -332,8 +331,8 @@ class RunReport:
         problem = self.problem()
         return (
             f"digest run: periods {', '.join(self.periods) or '-'}; sent {self.sent}, "
-            f"skipped {self.skipped}, retrying {self.retrying}, failed {self.failed} "
-            f"({self.attempts} attempts) in {self.seconds:.2f}s"
+            f"skipped {self.skipped}, retrying {self.retrying}, failed {self.failed}, "
+            f"uncertain {self.uncertain} ({self.attempts} attempts) in {self.seconds:.2f}s"
             + (f"; {problem}" if problem else "")
         )
 
@@ -353,17 +352,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 Progress = Callable[[str], None]
-
-
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, str]) -> str:
-    """Run `work` to its end even if the caller is cancelled meanwhile: a message being
-    handed to the server is finished and recorded before its claim may be released."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 class DigestRunner:
@@ -510,9 +498,15 @@ class DigestRunner:
     ) -> None:
         while work and not self.stopping.is_set():
             delivery, address, articles = work.pop(0)
-            outcome = await _finish_even_if_cancelled(
-                self._deliver(renderer, delivery, address, articles)
-            )
+            try:
+                outcome = await outcomes.finish_even_if_cancelled(
+                    self._deliver(renderer, delivery, address, articles)
+                )
+            except Exception:
+                # Recording the outcome failed: the row goes back to the queue with the
+                # batch's claims; the other rows go on.
+                log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
+                outcome = "failed"
             report.record(delivery.id, outcome)
             metrics.MESSAGES.labels(outcome).inc()
             if progress:
@@ -538,6 +532,7 @@ class DigestRunner:
             next_attempt_at: datetime | None = None,
             count_attempt: bool = True,
             permanent_failure: bool | None = None,
+            uncertain: bool = False,
         ) -> None:
             """Record the outcome, and the address's failure streak when it changes, in one
             transaction."""
@@ -560,6 +555,7 @@ class DigestRunner:
                     article_count=article_count,
                     next_attempt_at=next_attempt_at,
                     count_attempt=count_attempt,
+                    uncertain=uncertain,
                 )
 
         if address.status != store.AddressStatus.ACTIVE:
@@ -570,29 +566,29 @@ class DigestRunner:
         if not articles:
             await finish(store.DeliveryStatus.EMPTY, article_count=0, count_attempt=False)
             return "skipped"
-        digest = renderer.render(period, address, articles)
-        envelope = renderer.envelope(period, delivery.id, address, digest, now)
         try:
+            # Any error of this one row, composing or sending, fails this row alone.
+            digest = renderer.render(period, address, articles)
+            envelope = renderer.envelope(period, delivery.id, address, digest, now)
             reply = await self._transport.send(envelope)
-        except mailer.TemporarySendError as exc:
-            attempts = delivery.attempts + 1
-            if attempts >= settings.digest_max_attempts:
-                await finish(store.DeliveryStatus.FAILED, f"{exc.code} {exc.reply}"[:1000])
-                return "failed"
-            delay = settings.digest_retry_base_seconds * 2 ** (attempts - 1)
-            await finish(
-                store.DeliveryStatus.PENDING,
-                f"{exc.code} {exc.reply}"[:1000],
-                next_attempt_at=store.utcnow() + timedelta(seconds=delay),
+        except Exception as exc:
+            if not isinstance(exc, mailer.SendError):
+                log.exception("digest %s to %r cannot be sent", delivery.id, address.email)
+            outcome = outcomes.after_error(
+                settings,
+                exc,
+                attempts=delivery.attempts,
+                uncertain_attempts=delivery.uncertain_attempts,
+                now=store.utcnow(),
             )
-            return "retrying"
-        except mailer.PermanentSendError as exc:
             await finish(
-                store.DeliveryStatus.FAILED,
-                f"{exc.code} {exc.reply}"[:1000],
-                permanent_failure=True,
+                outcome.status,
+                outcome.reply,
+                next_attempt_at=outcome.next_attempt_at,
+                uncertain=outcome.uncertain,
+                permanent_failure=True if outcome.permanent_failure else None,
             )
-            return "failed"
+            return outcome.label
         await finish(
             store.DeliveryStatus.SENT,
             reply[:1000],

@@ -1,9 +1,10 @@
 """Mailer: composes MIME messages and hands their bytes to a transport.
 
-Owns the wire format of every mail (headers, folding, DKIM) and the two transports: `smtp`
-(aiosmtplib, a pool of reused connections, an optional rate limit) and `file` (an outbox
-folder of .eml files). Sending errors are classified as temporary (retry) or permanent.
-Imports `config`, `errors` and `metrics`.
+Owns the wire format of every mail (headers, folding, DKIM, international addresses) and
+the two transports: `smtp` (aiosmtplib, a pool of reused connections, an optional rate
+limit) and `file` (an outbox folder of .eml files). Sending errors are classified as
+temporary (retry), permanent, or uncertain (the relay got the whole message but did not
+answer in time: it may have been delivered). Imports `config`, `errors` and `metrics`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from service import metrics
 from service.config import Settings
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Headers whose value is a list of <URL> entries; see `MailPolicy`.
 URL_LIST_HEADERS = frozenset({"list-unsubscribe", "list-archive", "list-help", "list-post"})
+# Headers that carry a mailbox; one with a UTF-8 local part is written as raw UTF-8.
+ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -44,7 +48,14 @@ class MailPolicy(Compat32):
     each one into an object again, which made composing the largest cost of a digest run.
     The explicit folding keeps a long unbreakable URL on one line: a policy that turns it
     into RFC 2047 encoded-words makes mail clients ignore List-Unsubscribe altogether.
+    An address header with a UTF-8 local part (only ever sent with SMTPUTF8) is written as
+    raw UTF-8 (RFC 6532): compat32 would turn the whole mailbox into an encoded-word,
+    which is no address at all.
     """
+
+    @staticmethod
+    def _is_utf8_mailbox(name: str, value: Any) -> bool:
+        return name.lower() in ADDRESS_HEADERS and isinstance(value, str) and not value.isascii()
 
     def _fold_url_list(self, name: str, value: str) -> str:
         entries = [entry.strip() for entry in str(value).split(",") if entry.strip()]
@@ -53,12 +64,16 @@ class MailPolicy(Compat32):
     def fold(self, name: str, value: Any) -> str:
         if name.lower() in URL_LIST_HEADERS:
             return self._fold_url_list(name, value)
+        if self._is_utf8_mailbox(name, value):
+            return f"{name}: {value}{self.linesep}"
         folded: str = super().fold(name, value)
         return folded
 
     def fold_binary(self, name: str, value: Any) -> bytes:
         if name.lower() in URL_LIST_HEADERS:
             return self._fold_url_list(name, value).encode("ascii")
+        if self._is_utf8_mailbox(name, value):
+            return f"{name}: {value}{self.linesep}".encode()
         folded: bytes = super().fold_binary(name, value)
         return folded
 
@@ -83,7 +98,12 @@ class TemporarySendError(SendError, ConnectionError):
 
 
 class PermanentSendError(SendError):
-    """Not worth retrying: a 5xx reply."""
+    """Not worth retrying: a 5xx reply, or an address this relay cannot take."""
+
+
+class UncertainSendError(SendError):
+    """The relay received the whole message but no reply to its end in time: it may have
+    been delivered, so sending it again may make a copy (RFC 5321 6.1, RFC 1047)."""
 
 
 def header_safe(value: str) -> str:
@@ -91,8 +111,33 @@ def header_safe(value: str) -> str:
     return _UNSAFE_IN_HEADER.sub(" ", value).strip()
 
 
+@dataclass(frozen=True)
+class WireAddress:
+    """An address as it goes on the wire: the domain IDNA-encoded (xn--); `smtputf8` when
+    the local part is not ASCII and the relay must offer SMTPUTF8 (RFC 6531)."""
+
+    address: str
+    smtputf8: bool
+
+
+def wire_address(address: str) -> WireAddress:
+    """The form of `address` to send to; `PermanentSendError` if it has none."""
+    if address.isascii():
+        return WireAddress(address, False)
+    try:
+        parts = validate_email(address, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as exc:
+        raise PermanentSendError(address, 0, f"address cannot be sent to: {exc}") from exc
+    return WireAddress(f"{parts.local_part}@{parts.ascii_domain}", parts.smtputf8)
+
+
 def _mailbox(display_name: str, address: str) -> str:
-    return formataddr((header_safe(display_name), address), charset="utf-8")
+    # formataddr encodes a non-ASCII display name (RFC 2047) but refuses a non-ASCII
+    # address, so it formats a stand-in that the wire form then replaces.
+    stand_in = "stand-in@invalid"
+    formatted = formataddr((header_safe(display_name), stand_in), charset="utf-8")
+    head, _, tail = formatted.rpartition(stand_in)
+    return head + wire_address(address).address + tail
 
 
 def _text_part(text: str, subtype: str) -> Message:
@@ -173,6 +218,21 @@ class Envelope:
     recipient: str
     data: bytes
     message_id: str
+    smtputf8: bool = False  # the recipient's local part is not ASCII
+
+
+def envelope(
+    settings: Settings, message: Message[Any, Any], recipient: str, message_id: str
+) -> Envelope:
+    """What a transport sends: the message's bytes to the wire form of `recipient`."""
+    wire = wire_address(recipient)
+    return Envelope(
+        envelope_sender(settings),
+        wire.address,
+        to_bytes(settings, message),
+        message_id,
+        smtputf8=wire.smtputf8,
+    )
 
 
 class Transport(Protocol):
@@ -243,26 +303,62 @@ class SmtpTransport:
             if not client.is_connected:
                 await client.connect()
             with metrics.SMTP_SEND_SECONDS.time():
-                _refused, reply = await client.sendmail(
-                    envelope.sender, [envelope.recipient], envelope.data
-                )
+                reply = await self._transaction(client, envelope)
             healthy = True
             return reply
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            healthy = client.is_connected
-            refusal = exc.recipients[0]
-            raise _classify(envelope.recipient, refusal.code, refusal.message) from exc
         except aiosmtplib.SMTPResponseException as exc:
             healthy = client.is_connected
             raise _classify(envelope.recipient, exc.code, exc.message) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporarySendError(envelope.recipient, 0, f"connection: {exc}") from exc
+        except SendError:
+            healthy = client.is_connected
+            raise
         finally:
             if not healthy:
                 with contextlib.suppress(Exception):
                     client.close()
                 client = self._client()
             self._pool.put_nowait(client)
+
+    async def _transaction(self, client: aiosmtplib.SMTP, envelope: Envelope) -> str:
+        """MAIL, RCPT and DATA, each command with the command timeout except the wait for
+        the reply to the end of the message, which gets `smtp_data_timeout`; a timeout
+        there is `UncertainSendError`. (aiosmtplib waits for the 354 and the final reply
+        with one timeout, so a relay that stalls before 354 for that long counts too.)"""
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+        options, encoding = [], "ascii"
+        if envelope.smtputf8:
+            if not client.supports_extension("smtputf8"):
+                raise PermanentSendError(
+                    envelope.recipient,
+                    0,
+                    "the relay does not offer SMTPUTF8, which this address's non-ASCII "
+                    "local part needs",
+                )
+            options, encoding = ["SMTPUTF8", "BODY=8BITMIME"], "utf-8"
+        try:
+            await client.mail(envelope.sender, options=options, encoding=encoding)
+            await client.rcpt(envelope.recipient, encoding=encoding)
+        except aiosmtplib.SMTPResponseException:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.rset()
+            raise
+        try:
+            response = await client.data(envelope.data, timeout=self._settings.smtp_data_timeout)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise UncertainSendError(
+                envelope.recipient,
+                0,
+                f"no reply within {self._settings.smtp_data_timeout:g}s after the message "
+                "was sent: it may have been delivered",
+            ) from exc
+        except aiosmtplib.SMTPResponseException:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.rset()
+            raise
+        return response.message
 
     async def close(self) -> None:
         while not self._pool.empty():

@@ -2,7 +2,7 @@
 
 Owns no data. What is due is derived from the store each time a job runs, so a restart,
 a second replica or a missed tick changes nothing that is produced. Imports `config`,
-`store`, `feeds` and `digest`.
+`store`, `feeds`, `digest` and `confirmations`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import digest, feeds, store
+from service import confirmations, digest, feeds, store
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 BERLIN = ZoneInfo("Europe/Berlin")
 FEEDS_JOB = "feeds"
 DIGEST_RETRY_JOB = "digest-retry"
+CONFIRMATIONS_JOB = "confirmations"
 
 
 class FeedRefresher:
@@ -67,14 +68,26 @@ async def _run_digest(runner: digest.DigestRunner) -> None:
         log.exception("digest run failed; the next tick retries")
 
 
+async def _send_confirmations(sender: confirmations.ConfirmationSender) -> None:
+    try:
+        await sender.run()
+    except Exception:
+        log.exception("sending confirmation mails failed; the next tick retries")
+
+
 def create_scheduler(
-    settings: Settings, refresher: FeedRefresher, runner: digest.DigestRunner | None
+    settings: Settings,
+    refresher: FeedRefresher,
+    runner: digest.DigestRunner | None,
+    confirmation_sender: confirmations.ConfirmationSender | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it.
 
     Digests: a cron job per frequency at its period end, and a job every
     `digest_retry_seconds` that sends retries and, run at once on start, catches up on a
     period that ended while nothing ran. Both only derive what is due from the ledger.
+    Confirmation mails: a job every `confirmation_send_seconds` sends the queue and its
+    retries (a new request also wakes the sender at once, see `ConfirmationSender.wake`).
     """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
@@ -87,6 +100,17 @@ def create_scheduler(
         misfire_grace_time=settings.feeds_check_seconds,
         **common,
     )
+    if confirmation_sender is not None:
+        scheduler.add_job(
+            _send_confirmations,
+            "interval",
+            seconds=settings.confirmation_send_seconds,
+            args=[confirmation_sender],
+            id=CONFIRMATIONS_JOB,
+            next_run_time=datetime.now(BERLIN),
+            misfire_grace_time=settings.confirmation_send_seconds,
+            **common,
+        )
     if runner is None:
         return scheduler
     for frequency in store.Frequency:

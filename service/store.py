@@ -174,6 +174,9 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanently, or out of attempts
     EMPTY = "empty"  # nothing new for this address in this period: no mail
     SUPERSEDED = "superseded"  # a newer period's digest carries its articles
+    # No reply to the end of the message in time, also after the one retry such a row
+    # gets: it may have arrived (once or twice), so it is never sent again.
+    UNCERTAIN = "uncertain"
 
 
 class Subscriber(Base):
@@ -232,6 +235,8 @@ class Delivery(Base):
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts whose end got no reply in time (each may have been delivered).
+    uncertain_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     claimed_by: Mapped[str | None] = mapped_column(String(120))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -256,6 +261,29 @@ class ConfirmationRequest(Base):
     client: Mapped[str] = mapped_column(String(100), index=True)
     mailed: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ConfirmationMail(Base):
+    """The queue of confirmation mails: one row per mail to send, with the ledger's
+    statuses and retry bookkeeping; the mail itself is composed when it is sent."""
+
+    __tablename__ = "confirmation_mails"
+    __table_args__ = (Index("ix_confirmation_mails_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    address_id: Mapped[int] = mapped_column(
+        ForeignKey("addresses.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    uncertain_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(250))
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True)
@@ -775,6 +803,83 @@ async def record_request(
     )
 
 
+async def enqueue_confirmation(session: AsyncSession, address_id: int, now: datetime) -> bool:
+    """Queue a confirmation mail for the address unless one is still waiting to be sent
+    (that one will carry a fresh link); True if a row was added."""
+    waiting = await session.scalar(
+        select(ConfirmationMail.id).where(
+            ConfirmationMail.address_id == address_id,
+            ConfirmationMail.status.in_((DeliveryStatus.PENDING, DeliveryStatus.SENDING)),
+        )
+    )
+    if waiting is not None:
+        return False
+    session.add(
+        ConfirmationMail(
+            address_id=address_id,
+            status=str(DeliveryStatus.PENDING),
+            attempts=0,
+            uncertain_attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def claim_confirmations(
+    session: AsyncSession, worker: str, now: datetime, limit: int, lease: timedelta
+) -> list[int]:
+    """Claim due confirmation mails, as `claim_deliveries` claims ledger rows."""
+    return await _claim(session, ConfirmationMail, worker, now, limit, lease)
+
+
+async def confirmations_with_addresses(
+    session: AsyncSession, ids: Sequence[int]
+) -> list[tuple[ConfirmationMail, Address]]:
+    rows = await session.execute(
+        select(ConfirmationMail, Address)
+        .join(Address, Address.id == ConfirmationMail.address_id)
+        .where(ConfirmationMail.id.in_(ids))
+        .order_by(ConfirmationMail.id)
+    )
+    return [(row[0], row[1]) for row in rows.all()]
+
+
+async def finish_confirmation(
+    session: AsyncSession,
+    mail_id: int,
+    worker: str,
+    *,
+    status: DeliveryStatus,
+    now: datetime,
+    reply: str | None = None,
+    message_id: str | None = None,
+    next_attempt_at: datetime | None = None,
+    count_attempt: bool = True,
+    uncertain: bool = False,
+) -> bool:
+    """Record the outcome of a claimed confirmation mail; False if the claim was lost."""
+    return await _finish(
+        session,
+        ConfirmationMail,
+        mail_id,
+        worker,
+        status=status,
+        now=now,
+        reply=reply,
+        message_id=message_id,
+        next_attempt_at=next_attempt_at,
+        count_attempt=count_attempt,
+        uncertain=uncertain,
+    )
+
+
+async def release_confirmation_claims(session: AsyncSession, workers: Sequence[str]) -> int:
+    return await _release(session, ConfirmationMail, workers)
+
+
 async def counts_by_status(
     session: AsyncSession, model: type[Address] | type[Delivery]
 ) -> dict[str, int]:
@@ -804,7 +909,16 @@ class Period:
         return cls(frequency, delivery.period_start, delivery.period_end)
 
 
-_LIVE = (DeliveryStatus.SENT, DeliveryStatus.EMPTY, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+# Rows whose articles count as carried. An uncertain row may have arrived twice already:
+# a third copy of its articles in the next digest would be worse than the small chance
+# that neither arrived.
+_LIVE = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.EMPTY,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.PENDING,
+    DeliveryStatus.UNCERTAIN,
+)
 
 
 # --- what is new: the publication sequence ---
@@ -989,6 +1103,7 @@ async def plan_period(
                     "period_end": period.end,
                     "status": DeliveryStatus.PENDING,
                     "attempts": 0,
+                    "uncertain_attempts": 0,
                     "next_attempt_at": now,
                     "after_article_id": after,
                     "upto_article_id": max(after, upto),
@@ -1021,36 +1136,47 @@ async def claim_deliveries(
     Each kind is claimed by its own statement so that the pending ones come straight off
     the (status, next_attempt_at) index instead of a scan of the whole ledger.
     """
+    return await _claim(session, Delivery, worker, now, limit, lease)
+
+
+async def _claim(
+    session: AsyncSession,
+    model: type[Delivery] | type[ConfirmationMail],
+    worker: str,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+) -> list[int]:
     skip_locked = Capabilities.of_session(session).skip_locked
     kinds = (
         (
-            and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
-            Delivery.next_attempt_at,
+            and_(model.status == DeliveryStatus.PENDING, model.next_attempt_at <= now),
+            model.next_attempt_at,
         ),
         (
-            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until < now),
-            Delivery.claimed_until,
+            and_(model.status == DeliveryStatus.SENDING, model.claimed_until < now),
+            model.claimed_until,
         ),
     )
     claimed: list[int] = []
     for due, order in kinds:
         if len(claimed) >= limit:
             break
-        chosen = select(Delivery.id).where(due).order_by(order).limit(limit - len(claimed))
+        chosen = select(model.id).where(due).order_by(order).limit(limit - len(claimed))
         if skip_locked:
             # Lock first, then update what was locked: inside `IN (...)` PostgreSQL may run
             # a LIMIT … SKIP LOCKED subquery more than once and claim more than the limit.
             ids = list(await session.scalars(chosen.with_for_update(skip_locked=True)))
             if not ids:
                 continue
-            target: Any = Delivery.id.in_(ids)
+            target: Any = model.id.in_(ids)
         else:
-            target = Delivery.id.in_(chosen.scalar_subquery())
+            target = model.id.in_(chosen.scalar_subquery())
         result = await session.execute(
-            update(Delivery)
+            update(model)
             .where(target, due)
             .values(status=DeliveryStatus.SENDING, claimed_by=worker, claimed_until=now + lease)
-            .returning(Delivery.id)
+            .returning(model.id)
             .execution_options(synchronize_session=False)
         )
         claimed += [row[0] for row in result.all()]
@@ -1059,13 +1185,21 @@ async def claim_deliveries(
 
 async def release_claims(session: AsyncSession, workers: Sequence[str]) -> int:
     """Hand rows claimed but not finished by these workers back to the queue."""
+    return await _release(session, Delivery, workers)
+
+
+async def _release(
+    session: AsyncSession,
+    model: type[Delivery] | type[ConfirmationMail],
+    workers: Sequence[str],
+) -> int:
     if not workers:
         return 0
     result = await session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(workers))
+        update(model)
+        .where(model.status == DeliveryStatus.SENDING, model.claimed_by.in_(workers))
         .values(status=DeliveryStatus.PENDING, claimed_by=None, claimed_until=None)
-        .returning(Delivery.id)
+        .returning(model.id)
         .execution_options(synchronize_session=False)
     )
     return len(result.all())
@@ -1135,12 +1269,43 @@ async def finish_delivery(
     article_count: int | None = None,
     next_attempt_at: datetime | None = None,
     count_attempt: bool = True,
+    uncertain: bool = False,
 ) -> bool:
-    """Record the outcome of a claimed row; False if the claim was lost meanwhile.
+    """Record the outcome of a claimed row; False if the claim was lost meanwhile."""
+    return await _finish(
+        session,
+        Delivery,
+        delivery_id,
+        worker,
+        status=status,
+        now=now,
+        reply=reply,
+        message_id=message_id,
+        article_count=article_count,
+        next_attempt_at=next_attempt_at,
+        count_attempt=count_attempt,
+        uncertain=uncertain,
+    )
 
-    A Core statement on the table: once per message, the ORM's bulk-update bookkeeping
-    cost more than the statement itself."""
-    table = cast(Table, Delivery.__table__)
+
+async def _finish(
+    session: AsyncSession,
+    model: type[Delivery] | type[ConfirmationMail],
+    row_id: int,
+    worker: str,
+    *,
+    status: DeliveryStatus,
+    now: datetime,
+    reply: str | None,
+    message_id: str | None,
+    next_attempt_at: datetime | None,
+    count_attempt: bool,
+    uncertain: bool,
+    article_count: int | None = None,
+) -> bool:
+    # A Core statement on the table: once per message, the ORM's bulk-update bookkeeping
+    # cost more than the statement itself.
+    table = cast(Table, model.__table__)
     values: dict[str, Any] = {
         "status": str(status),
         "claimed_by": None,
@@ -1149,6 +1314,8 @@ async def finish_delivery(
     }
     if count_attempt:
         values["attempts"] = table.c.attempts + 1
+    if uncertain:
+        values["uncertain_attempts"] = table.c.uncertain_attempts + 1
     if message_id is not None:
         values["message_id"] = message_id
     if article_count is not None:
@@ -1160,7 +1327,7 @@ async def finish_delivery(
     result = await session.execute(
         update(table)
         .where(
-            table.c.id == delivery_id,
+            table.c.id == row_id,
             table.c.claimed_by == worker,
             table.c.status == str(DeliveryStatus.SENDING),
         )

@@ -264,26 +264,19 @@ def confirmation_mail(
         message_id=message_id,
         date=now,
     )
-    return mailer.Envelope(
-        mailer.envelope_sender(settings),
-        address.email,
-        mailer.to_bytes(settings, message),
-        message_id,
-    )
+    return mailer.envelope(settings, message, address.email, message_id)
 
 
 async def request_subscription(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
-    transport: mailer.Transport,
     data: SubscriberIn,
     client: str,
     now: datetime,
 ) -> None:
-    """Start double opt-in for the address. The caller answers the same whatever happens
-    here (no enumeration); only too many requests from one client raise."""
-    tokens = Tokens(settings)
-    envelope: mailer.Envelope | None = None
+    """Start double opt-in for the address: queue its confirmation mail, which the
+    scheduler sends (and retries) outside the request. The caller answers the same
+    whatever happens here (no enumeration); only too many requests from one client raise."""
     async with sessions() as session, session.begin():
         hour_ago = now - timedelta(hours=1)
         if (
@@ -305,12 +298,7 @@ async def request_subscription(
         )
         await store.record_request(session, data.email, client, mail_it, now)
         if mail_it:
-            envelope = confirmation_mail(settings, tokens, address, now)
-    if envelope is not None:
-        try:
-            await transport.send(envelope)
-        except mailer.SendError as exc:
-            log.warning("confirmation mail not sent: %s", exc)
+            await store.enqueue_confirmation(session, address.id, now)
 
 
 async def confirm(

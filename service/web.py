@@ -29,6 +29,7 @@ from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
 from service import (
+    confirmations,
     digest,
     feeds,
     ingest,
@@ -139,8 +140,11 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.transport = transport
             app.state.refresher = scheduler.FeedRefresher(settings, engine, sessions)
             app.state.runner = digest.DigestRunner(settings, sessions, transport)
+            app.state.confirmations = confirmations.ConfirmationSender(
+                settings, sessions, transport
+            )
             app.state.scheduler = scheduler.create_scheduler(
-                settings, app.state.refresher, app.state.runner
+                settings, app.state.refresher, app.state.runner, app.state.confirmations
             )
             app.state.scheduler.start()
             try:
@@ -148,7 +152,10 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 app.state.scheduler.pause()  # no new runs; the one going may finish
                 try:
-                    await asyncio.wait_for(app.state.runner.stop(), settings.shutdown_grace_seconds)
+                    await asyncio.wait_for(
+                        asyncio.gather(app.state.runner.stop(), app.state.confirmations.stop()),
+                        settings.shutdown_grace_seconds,
+                    )
                 except TimeoutError:
                     log.error("digest run did not stop within the grace period")
                 app.state.scheduler.shutdown(wait=False)
@@ -286,13 +293,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def subscribe(request: Request, data: subscribers.SubscriberIn) -> None:
         await subscribers.request_subscription(
-            settings,
-            request.app.state.sessions,
-            request.app.state.transport,
-            data,
-            client_of(request),
-            store.utcnow(),
+            settings, request.app.state.sessions, data, client_of(request), store.utcnow()
         )
+        # Whether or not a mail was queued, so the answer takes as long either way.
+        request.app.state.confirmations.wake()
 
     check_mail = (
         "Bitte prüfen Sie Ihr Postfach",

@@ -173,26 +173,48 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.attempts = 0
         self.slow_seconds = 0.0
+        # 'slow': the relay has the whole message (recorded) but answers only after this.
+        self.slow_reply_seconds = 30.0
+        # When set to an event, every DATA waits for it before it is recorded and answered.
+        self.hold: asyncio.Event | None = None
         self.peers: set[object] = set()
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.attempts += 1
         self.peers.add(session.peer)
         reply = self.replies.pop(0) if self.replies else "250"
+        if self.hold is not None:
+            await self.hold.wait()
         if self.slow_seconds:
             await asyncio.sleep(self.slow_seconds)
+        if reply == "slow":
+            self._record(envelope)
+            await asyncio.sleep(self.slow_reply_seconds)
+            return "250 OK queued"
         if reply == "drop":
             server.transport.close()
             return "421 closing"
         if reply[0] in "45":
             return f"{reply} scripted failure"
+        self._record(envelope)
+        return "250 OK queued"
+
+    def _record(self, envelope) -> None:
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
         )
-        return "250 OK queued"
 
     def to(self, address: str) -> list[Received]:
         return [r for r in self.received if address in r.recipients]
+
+    async def wait_for(self, count: int, patience: float = 30.0) -> list[Received]:
+        """The received messages once there are at least `count` (mail sent by a
+        background job arrives a moment after the request that caused it)."""
+        for _ in range(int(patience / 0.02)):
+            if len(self.received) >= count:
+                return self.received
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{len(self.received)} of {count} messages arrived")
 
 
 @dataclass
@@ -209,9 +231,12 @@ async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServe
 
     marker = request.node.get_closest_marker("smtp_replies")
     handler = RecordingHandler(list(marker.args) if marker else [])
+    utf8 = request.node.get_closest_marker("smtputf8") is not None
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="smtp.test", ident="test"), "127.0.0.1", 0
+        lambda: SMTP(handler, hostname="smtp.test", ident="test", enable_SMTPUTF8=utf8),
+        "127.0.0.1",
+        0,
     )
     port = server.sockets[0].getsockname()[1]
     yield SmtpServer("127.0.0.1", port, handler)

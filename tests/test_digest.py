@@ -83,7 +83,7 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
         )
         assert answer.status_code == 200 and "Bitte prüfen Sie Ihr Postfach" in answer.text
 
-        (confirmation,) = smtp_server.handler.to("rathaus@leipzig.de")
+        (confirmation,) = await smtp_server.handler.wait_for(1)
         text = confirmation.message.get_body(("plain",)).get_content()
         (link,) = re.findall(r"https://partnerpost\.example\.org(/bestaetigen/\S+)", text)
         confirmed = await client.get(link)
