@@ -133,6 +133,7 @@ async def export(session: AsyncSession, email: str) -> dict[str, Any] | None:
     if address is None:
         return None
     subscriber = address.subscriber
+    await session.refresh(subscriber, ["addresses"])
     return {
         "email": address.email,
         "status": address.status,
