@@ -1,9 +1,9 @@
 """Subscribers: validating municipalities and addresses, consent, and signed links.
 
-Owns the subscription rules: what a valid subscriber is, double opt-in with signed and
-expiring confirmation links, rate limits on confirmation mails, unsubscribe and
-preference tokens, and the operator's CSV import. Imports `config`, `store`, `mailer`,
-`templating` and `errors`.
+Owns the subscription rules: what a valid subscriber is, double opt-in with signed,
+expiring, one-time confirmation links, rate limits on confirmation mails, unsubscribe and
+preference tokens, and the operator's CSV import. Imports `config`, `store`, `consent`,
+`mailer`, `templating` and `errors`.
 """
 
 from __future__ import annotations
