@@ -9,13 +9,14 @@ Imports every module it drives.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import click
 import typer
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import (
     confirmations,
+    consent,
     digest,
     feeds,
     ingest,
@@ -75,6 +77,12 @@ def _settings() -> Settings:
         raise typer.Exit(EXIT_FAILURE) from exc
     context = click.get_current_context(silent=True)
     configure_logging(settings, verbose=bool(context and context.find_root().obj))
+    if settings.uses_placeholder_secret:
+        log.warning(
+            "PARTNERPOST_SECRET_KEY is the development placeholder: anyone can forge "
+            "confirmation and unsubscribe links. Set a random key of at least 32 characters "
+            "before anyone else can reach this instance."
+        )
     return settings
 
 
@@ -152,7 +160,23 @@ def serve(
     from service.web import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    try:
+        settings.check_listen_address(host)
+    except PartnerpostError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+    proxies = settings.trusted_proxy_list
+    # X-Forwarded-For is believed only from the proxies named in the settings (never from
+    # uvicorn's default 127.0.0.1: a local hop would let anyone choose their address); the
+    # client is the right-most address of the chain that is not one of them.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 @db_app.command("upgrade")
@@ -364,6 +388,93 @@ def subscribers_list() -> None:
                 status,
             )
     out.print(table)
+
+
+def _personal_data(email: str) -> dict[str, Any] | None:
+    async def work(
+        _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> dict[str, Any] | None:
+        async with sessions() as session:
+            return await consent.export(session, email)
+
+    return _with_store(_settings(), work)
+
+
+def _unknown_address(email: str) -> typer.Exit:
+    err.print(f"no address {email!r}", markup=False)
+    return typer.Exit(EXIT_REJECTED)
+
+
+@subscribers_app.command("show")
+def subscribers_show(
+    email: Annotated[str, typer.Argument(help="The address.")],
+) -> None:
+    """Show an address with its consent record: when, which form text, from where."""
+    data = _personal_data(email)
+    if data is None:
+        raise _unknown_address(email)
+    municipality = data["municipality"]
+    out.print(
+        f"{data['email']}: {data['status']} ({municipality['name']}, {municipality['frequency']})",
+        markup=False,
+    )
+    out.print(
+        f"created {data['created_at']}, confirmed {data['confirmed_at'] or '-'}, "
+        f"unsubscribed {data['unsubscribed_at'] or '-'}",
+        markup=False,
+    )
+    if not data["consents"]:
+        out.print("no consent recorded", markup=False)
+    for record in data["consents"]:
+        state = (
+            f"confirmed {record['confirmed_at']}"
+            if record["confirmed_at"]
+            else f"voided {record['voided_at']}"
+            if record["voided_at"]
+            else "not confirmed"
+        )
+        origin = record["requested_from_hash"]
+        out.print(
+            f"consent via {record['source']}: requested {record['requested_at']}, "
+            f"form text {record['form_version'] or '-'}, "
+            f"client hash {origin[:16] + '…' if origin else '-'}, {state}",
+            markup=False,
+        )
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    email: Annotated[str, typer.Argument(help="The address.")],
+) -> None:
+    """Print everything stored about an address as JSON (Art. 15 DSGVO)."""
+    data = _personal_data(email)
+    if data is None:
+        raise _unknown_address(email)
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@subscribers_app.command("forget")
+def subscribers_forget(
+    email: Annotated[str, typer.Argument(help="The address.")],
+) -> None:
+    """Erase an address and its history; only anonymous counts remain (Art. 17 DSGVO)."""
+    settings = _settings()
+
+    async def work(
+        _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> dict[str, int] | None:
+        async with sessions() as session, session.begin():
+            return await consent.forget(session, email)
+
+    counts = _with_store(settings, work)
+    if counts is None:
+        raise _unknown_address(email)
+    kept = sum(v for k, v in counts.items() if k.startswith("deliveries:"))
+    out.print(
+        f"erased {email.lower()}: its consents, requests and {kept} delivery record(s); "
+        "anonymous counts kept",
+        markup=False,
+    )
 
 
 @subscribers_app.command("remove")

@@ -7,6 +7,7 @@ Imports nothing else from the package.
 
 from __future__ import annotations
 
+import ipaddress
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,22 @@ from service.errors import ConfigurationError
 
 ENV_PREFIX = "PARTNERPOST_"
 PLACEHOLDER_SECRET = "development-only-secret-change-me-in-production"
+DEFAULT_PRIVACY_TEXT = (
+    "Verantwortlich für die Verarbeitung ist die im Impressum genannte Stelle.\n\n"
+    "Für den Newsletter speichern wir den Namen Ihrer Kommune, die E-Mail-Adresse, die "
+    "gewählte Häufigkeit und Themen sowie den Nachweis Ihrer Einwilligung (Zeitpunkt, "
+    "Fassung des Anmeldetextes und einen verschlüsselten Prüfwert Ihrer IP-Adresse, nicht die "
+    "Adresse selbst). Rechtsgrundlage ist Ihre Einwilligung (Art. 6 Abs. 1 lit. a DSGVO), "
+    "die Sie jederzeit über den Abmeldelink in jeder E-Mail widerrufen können.\n\n"
+    "Sie haben das Recht auf Auskunft (Art. 15 DSGVO), Berichtigung, Löschung (Art. 17 "
+    "DSGVO) und Beschwerde bei einer Datenschutz-Aufsichtsbehörde. Wenden Sie sich dazu an "
+    "die im Impressum genannte Stelle."
+)
+DEFAULT_IMPRINT_TEXT = (
+    "partnerpost · Nachrichten über kommunale Partnerschaften mit der Ukraine\n\n"
+    "Bitte tragen Sie hier Anschrift, Vertretungsberechtigte und Kontakt der herausgebenden "
+    "Stelle ein (PARTNERPOST_IMPRINT_TEXT)."
+)
 
 
 class Settings(BaseSettings):
@@ -112,6 +129,23 @@ class Settings(BaseSettings):
         default="partnerpost · Nachrichten über kommunale Partnerschaften mit der Ukraine",
         description="Imprint text in the footer of every mail.",
     )
+    privacy_url: str = Field(
+        default="",
+        description="Address of the privacy notice; empty serves the built-in page /datenschutz.",
+    )
+    privacy_text: str = Field(
+        default=DEFAULT_PRIVACY_TEXT,
+        description="Text of the built-in privacy notice /datenschutz; a blank line starts a "
+        "paragraph.",
+    )
+    imprint_url: str = Field(
+        default="",
+        description="Address of the imprint; empty serves the built-in page /impressum.",
+    )
+    imprint_text: str = Field(
+        default=DEFAULT_IMPRINT_TEXT,
+        description="Text of the built-in imprint /impressum; a blank line starts a paragraph.",
+    )
     dkim_selector: str = Field(default="", description="DKIM selector; empty: no signing.")
     dkim_private_key_file: Path | None = Field(
         default=None, description="PEM private key for DKIM signing."
@@ -149,6 +183,30 @@ class Settings(BaseSettings):
     confirmations_per_client: int = Field(
         default=10, ge=1, description="Subscription requests from one client per hour."
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IPs or CIDR networks of reverse proxies whose "
+        "X-Forwarded-For is believed; empty believes none.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is no IP address or CIDR network") from None
+        return value
+
+    @field_validator("privacy_url", "imprint_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} must be an absolute http(s) URL, or empty")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -200,6 +258,25 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def uses_placeholder_secret(self) -> bool:
+        """True while links are signed with the key everybody can read in the source."""
+        return self.secret_key == PLACEHOLDER_SECRET
+
+    def check_listen_address(self, host: str) -> None:
+        """Refuse to serve beyond this machine with the placeholder secret: anyone could
+        forge confirmation and unsubscribe links with it."""
+        if self.uses_placeholder_secret and not is_loopback(host):
+            raise ConfigurationError(
+                f"PARTNERPOST_SECRET_KEY is the development placeholder; refusing to serve on "
+                f"{host!r}, which other machines can reach. Set a random key of at least 32 "
+                "characters, or serve on 127.0.0.1."
+            )
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
+
+    @property
     def mail_domain(self) -> str:
         return parseaddr(self.mail_from)[1].rsplit("@", 1)[1]
 
@@ -211,6 +288,16 @@ class Settings(BaseSettings):
     def link(self, path: str) -> str:
         """Absolute URL of a path on this site."""
         return f"{self.public_url}/{path.lstrip('/')}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -141,9 +141,18 @@ class ConfirmationSender:
                 store.DeliveryStatus.SUPERSEDED, "address already confirmed", count_attempt=False
             )
             return "skipped"
+        async with self._sessions() as session:
+            record = await store.open_consent(session, address.id)
+        if record is None:
+            await finish(
+                store.DeliveryStatus.SUPERSEDED,
+                "no open consent request (confirmed or withdrawn meanwhile)",
+                count_attempt=False,
+            )
+            return "skipped"
         try:
             envelope = subscribers.confirmation_mail(
-                self._settings, self._tokens, address, store.utcnow()
+                self._settings, self._tokens, address, record, store.utcnow()
             )
             reply = await self._transport.send(envelope)
         except Exception as exc:

@@ -27,7 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import feeds, mailer, metrics, outcomes, store, templating
+from service import consent, feeds, mailer, metrics, outcomes, store, templating
 from service.config import Settings
 from service.subscribers import Tokens
 
@@ -171,6 +171,8 @@ class DigestRenderer:
             "preferences_url": _PREFERENCES,
             "imprint": settings.imprint,
             "site_url": settings.link(""),
+            "privacy_url": consent.legal_links(settings).privacy_url,
+            "imprint_url": consent.legal_links(settings).imprint_url,
         }
         html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
         text = self._env.get_template("email/digest.txt.j2").render(context)

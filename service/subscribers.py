@@ -1,16 +1,18 @@
 """Subscribers: validating municipalities and addresses, consent, and signed links.
 
-Owns the subscription rules: what a valid subscriber is, double opt-in with signed and
-expiring confirmation links, rate limits on confirmation mails, unsubscribe and
-preference tokens, and the operator's CSV import. Imports `config`, `store`, `mailer`,
-`templating` and `errors`.
+Owns the subscription rules: what a valid subscriber is, double opt-in with signed,
+expiring, one-time confirmation links, rate limits on confirmation mails, unsubscribe and
+preference tokens, and the operator's CSV import. Imports `config`, `store`, `consent`,
+`mailer`, `templating` and `errors`.
 """
 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -28,7 +30,7 @@ from pydantic import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import mailer, store, templating
+from service import consent, mailer, store, templating
 from service.config import Settings
 from service.errors import PartnerpostError
 
@@ -164,7 +166,13 @@ def german_error(error: Any) -> str:
 
 
 class Tokens:
-    """Signed links: each purpose has its own salt, so one never passes for another."""
+    """Signed links: each purpose has its own salt, so one never passes for another.
+
+    No token carries the address in readable form. Unsubscribe and preference tokens carry
+    the address id and a keyed fingerprint of the address (so a token stops working when
+    the address changes); a confirmation token carries the id of its consent record and
+    that record's one-time nonce.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -172,12 +180,14 @@ class Tokens:
         self._unsubscribe = URLSafeSerializer(settings.secret_key, salt="unsubscribe")
         self._preferences = URLSafeSerializer(settings.secret_key, salt="preferences")
 
-    @staticmethod
-    def _payload(address: store.Address) -> dict[str, Any]:
-        return {"a": address.id, "e": address.email}
+    def _fingerprint(self, email: str) -> str:
+        return consent.keyed_hash(self._settings, "address", email.lower())[:16]
 
-    def confirm(self, address: store.Address) -> str:
-        return self._confirm.dumps(self._payload(address))
+    def _payload(self, address: store.Address) -> dict[str, Any]:
+        return {"a": address.id, "f": self._fingerprint(address.email)}
+
+    def confirm(self, record: store.Consent) -> str:
+        return self._confirm.dumps({"c": record.id, "n": record.nonce})
 
     def unsubscribe(self, address: store.Address) -> str:
         return self._unsubscribe.dumps(self._payload(address))
@@ -185,8 +195,8 @@ class Tokens:
     def preferences(self, address: store.Address) -> str:
         return self._preferences.dumps(self._payload(address))
 
-    def confirm_url(self, address: store.Address) -> str:
-        return self._settings.link(f"bestaetigen/{self.confirm(address)}")
+    def confirm_url(self, record: store.Consent) -> str:
+        return self._settings.link(f"bestaetigen/{self.confirm(record)}")
 
     def unsubscribe_url(self, address: store.Address) -> str:
         return self.unsubscribe_link(self.unsubscribe(address))
@@ -198,27 +208,69 @@ class Tokens:
         return self._settings.link(f"einstellungen/{self.preferences(address)}")
 
     async def address(self, session: AsyncSession, purpose: str, token: str) -> store.Address:
-        """The address a token was made for; `InvalidTokenError` if it is not valid."""
+        """The address an unsubscribe or preferences token was made for;
+        `InvalidTokenError` if it is not valid."""
+        serializers = {"unsubscribe": self._unsubscribe, "preferences": self._preferences}
+        if purpose not in serializers:
+            raise InvalidTokenError(purpose, "unknown purpose")
         try:
-            if purpose == "confirm":
-                max_age = self._settings.confirm_max_age_hours * 3600
-                payload = self._confirm.loads(token, max_age=max_age)
-            elif purpose == "unsubscribe":
-                payload = self._unsubscribe.loads(token)
-            elif purpose == "preferences":
-                payload = self._preferences.loads(token)
-            else:
-                raise InvalidTokenError(purpose, "unknown purpose")
-        except SignatureExpired as exc:
-            raise InvalidTokenError(purpose, "expired") from exc
+            payload = serializers[purpose].loads(token)
         except BadSignature as exc:
             raise InvalidTokenError(purpose, "bad signature") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("a"), int):
             raise InvalidTokenError(purpose, "malformed")
         address = await store.address_by_id(session, payload["a"])
-        if address is None or address.email != payload.get("e"):
+        if address is None:
+            raise InvalidTokenError(purpose, "made for another address")
+        # Links in mails sent before tokens became opaque carry the address itself
+        # ("e"); they stay valid, so unsubscribing from an old digest still works.
+        matches = (
+            hmac.compare_digest(str(payload.get("f", "")), self._fingerprint(address.email))
+            if "f" in payload
+            else payload.get("e") == address.email
+        )
+        if not matches:
             raise InvalidTokenError(purpose, "made for another address")
         return address
+
+    async def consent(
+        self, session: AsyncSession, token: str
+    ) -> tuple[store.Consent, store.Address]:
+        """The open consent a confirmation token belongs to, with its address;
+        `InvalidTokenError` if the token is forged, expired, used, voided, or the address
+        unsubscribed or bounced since it was issued."""
+        purpose = "confirm"
+        try:
+            payload = self._confirm.loads(
+                token, max_age=self._settings.confirm_max_age_hours * 3600
+            )
+        except SignatureExpired as exc:
+            raise InvalidTokenError(purpose, "expired") from exc
+        except BadSignature as exc:
+            raise InvalidTokenError(purpose, "bad signature") from exc
+        if (
+            not isinstance(payload, dict)
+            or not isinstance(payload.get("c"), int)
+            or not isinstance(payload.get("n"), str)
+        ):
+            raise InvalidTokenError(purpose, "malformed")
+        record = await store.consent_by_id(session, payload["c"])
+        if record is None or record.nonce is None:
+            raise InvalidTokenError(purpose, "no such request")
+        if not hmac.compare_digest(record.nonce, payload["n"]):
+            raise InvalidTokenError(purpose, "made for another request")
+        if record.confirmed_at is not None:
+            raise InvalidTokenError(purpose, "already used")
+        if record.voided_at is not None:
+            raise InvalidTokenError(purpose, "voided")
+        address = await store.address_by_id(session, record.address_id)
+        if address is None:
+            raise InvalidTokenError(purpose, "address is gone")
+        if address.status != record.issued_status or (
+            address.unsubscribed_at is not None and address.unsubscribed_at > record.requested_at
+        ):
+            raise InvalidTokenError(purpose, "the address changed since the link was issued")
+        return record, address
 
 
 # --- subscribing ----------------------------------------------------------------------
@@ -243,15 +295,22 @@ async def _find_or_create_subscriber(
 
 
 def confirmation_mail(
-    settings: Settings, tokens: Tokens, address: store.Address, now: datetime
+    settings: Settings,
+    tokens: Tokens,
+    address: store.Address,
+    record: store.Consent,
+    now: datetime,
 ) -> mailer.Envelope:
     env = templating.environment()
+    legal = consent.legal_links(settings)
     context = {
         "subscriber": address.subscriber,
-        "confirm_url": tokens.confirm_url(address),
+        "confirm_url": tokens.confirm_url(record),
         "valid_hours": settings.confirm_max_age_hours,
         "imprint": settings.imprint,
         "site_url": settings.link(""),
+        "privacy_url": legal.privacy_url,
+        "imprint_url": legal.imprint_url,
     }
     message_id = mailer.message_id(settings, f"confirm.{address.id}.{int(now.timestamp())}")
     message = mailer.compose(
@@ -273,14 +332,17 @@ async def request_subscription(
     data: SubscriberIn,
     client: str,
     now: datetime,
+    source: str = consent.Source.FORM,
 ) -> None:
-    """Start double opt-in for the address: queue its confirmation mail, which the
-    scheduler sends (and retries) outside the request. The caller answers the same
-    whatever happens here (no enumeration); only too many requests from one client raise."""
+    """Start double opt-in for the address: record the request as the start of a consent
+    and queue its confirmation mail, which the scheduler sends (and retries) outside the
+    request. The caller answers the same whatever happens here (no enumeration); only too
+    many requests from one client raise."""
+    client_hash = consent.client_hash(settings, client)
     async with sessions() as session, session.begin():
         hour_ago = now - timedelta(hours=1)
         if (
-            await store.count_recent_requests(session, since=hour_ago, client=client)
+            await store.count_recent_requests(session, since=hour_ago, client=client_hash)
             >= settings.confirmations_per_client
         ):
             raise RateLimitedError(client)
@@ -296,18 +358,46 @@ async def request_subscription(
             )
             < settings.confirmations_per_address
         )
-        await store.record_request(session, data.email, client, mail_it, now)
+        await store.record_request(session, data.email, client_hash, mail_it, now)
         if mail_it:
+            await store.add_consent(
+                session,
+                consent.new_request(
+                    settings,
+                    address,
+                    source=source,
+                    client=client,
+                    nonce=secrets.token_urlsafe(24),
+                    now=now,
+                ),
+            )
             await store.enqueue_confirmation(session, address.id, now)
 
 
-async def confirm(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], token: str, now: datetime
+async def pending_confirmation(
+    settings: Settings, session: AsyncSession, token: str
 ) -> store.Address:
+    """The address a confirmation link would confirm; changes nothing (a GET shows it)."""
+    _, address = await Tokens(settings).consent(session, token)
+    return address
+
+
+async def confirm(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    token: str,
+    client: str,
+    now: datetime,
+) -> store.Address:
+    """Confirm a subscription: only a POST gets here, and each link works once."""
     async with sessions() as session, session.begin():
-        address = await Tokens(settings).address(session, "confirm", token)
-        if address.status == store.AddressStatus.BOUNCED:
-            address.consecutive_failures = 0
+        record, address = await Tokens(settings).consent(session, token)
+        if record.nonce is None or not await store.use_consent(
+            session, record.id, record.nonce, now, consent.client_hash(settings, client)
+        ):
+            raise InvalidTokenError("confirm", "already used")
+        # Older links of the same address must not confirm it again later.
+        await store.void_open_consents(session, address.id, now)
         store.activate(address, now)
         return address
 
@@ -318,6 +408,7 @@ async def unsubscribe(
     async with sessions() as session, session.begin():
         address = await Tokens(settings).address(session, "unsubscribe", token)
         store.unsubscribe(address, now)
+        await store.void_open_consents(session, address.id, now)
         return address
 
 
@@ -418,8 +509,9 @@ async def import_rows(
                     result.unchanged += 1
                 continue
             subscriber = await _find_or_create_subscriber(session, data, now)
-            await store.add_address(
+            address = await store.add_address(
                 session, subscriber, data.email, store.AddressStatus.ACTIVE, now
             )
+            await store.add_consent(session, consent.operator_record(address, now))
             result.added += 1
     return result

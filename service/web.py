@@ -2,7 +2,9 @@
 
 Owns routes and HTTP concerns only: conditional requests, caching headers, auth of the
 admin API. The app's lifespan creates and closes the engine and the scheduler.
-An entry point: imports `config`, `store`, `ingest`, `feeds`, `scheduler`, `templating`.
+Confirmation, unsubscribe and preference links show a page; only its button's POST (or an
+RFC 8058 one-click POST) changes anything. An entry point: imports `config`, `store`,
+`ingest`, `feeds`, `scheduler`, `templating`, `consent`, `accesslog`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
@@ -29,7 +31,9 @@ from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
 from service import (
+    accesslog,
     confirmations,
+    consent,
     digest,
     feeds,
     ingest,
@@ -172,6 +176,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
     app.state.settings = settings
     templates = templating.environment()
+    legal = consent.legal_links(settings)
+    accesslog.install()
 
     def article_url(article: store.Article) -> str:
         return feeds.article_url(settings, article)
@@ -219,6 +225,8 @@ def create_app(settings: Settings) -> FastAPI:
             feeds=links,
             article_url=article_url,
             topic_url=topic_url,
+            privacy_url=legal.privacy_url,
+            imprint_url=legal.imprint_url,
             **context,
         )
         return HTMLResponse(body, status_code=code)
@@ -289,11 +297,19 @@ def create_app(settings: Settings) -> FastAPI:
             frequencies=frequencies,
             bundeslaender=sorted(subscribers.BUNDESLAENDER.values()),
             topics=await store.all_topics(db_session),
+            notice=consent.FORM_NOTICE,
         )
 
-    async def subscribe(request: Request, data: subscribers.SubscriberIn) -> None:
+    async def subscribe(
+        request: Request, data: subscribers.SubscriberIn, source: str = consent.Source.FORM
+    ) -> None:
         await subscribers.request_subscription(
-            settings, request.app.state.sessions, data, client_of(request), store.utcnow()
+            settings,
+            request.app.state.sessions,
+            data,
+            client_of(request),
+            store.utcnow(),
+            source=source,
         )
         # Whether or not a mail was queued, so the answer takes as long either way.
         request.app.state.confirmations.wake()
@@ -333,7 +349,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def subscribe_api(request: Request, data: subscribers.SubscriberIn) -> dict[str, str]:
         """Start double opt-in; the answer is the same whether the address is known or not."""
         try:
-            await subscribe(request, data)
+            await subscribe(request, data, consent.Source.API)
         except subscribers.RateLimitedError as exc:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, too_many[1]) from exc
         return {"status": "pending", "detail": check_mail[1]}
@@ -344,10 +360,24 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     @app.get("/bestaetigen/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def confirm_page(token: str, db_session: Session) -> HTMLResponse:
+        """Only shows a button: link scanners that open every link confirm nothing."""
+        try:
+            address = await subscribers.pending_confirmation(settings, db_session, token)
+        except subscribers.InvalidTokenError:
+            return await message(db_session, *invalid_link, code=400)
+        return await page(
+            db_session,
+            "confirm",
+            address=address,
+            action=settings.link(f"bestaetigen/{token}"),
+        )
+
+    @app.post("/bestaetigen/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def confirm(token: str, request: Request, db_session: Session) -> HTMLResponse:
         try:
             address = await subscribers.confirm(
-                settings, request.app.state.sessions, token, store.utcnow()
+                settings, request.app.state.sessions, token, client_of(request), store.utcnow()
             )
         except subscribers.InvalidTokenError:
             return await message(db_session, *invalid_link, code=400)
@@ -425,6 +455,22 @@ def create_app(settings: Settings) -> FastAPI:
         except subscribers.InvalidTokenError:
             return await message(db_session, *invalid_link, code=400)
         return await preferences_page(db_session, token, saved=True)
+
+    # --- privacy notice and imprint ---------------------------------------------------
+
+    @app.get("/datenschutz", response_class=HTMLResponse, include_in_schema=False)
+    async def privacy_page(db_session: Session) -> Response:
+        if settings.privacy_url:
+            return RedirectResponse(settings.privacy_url, status_code=307)
+        return await message(
+            db_session, "Datenschutzerklärung", *consent.paragraphs(settings.privacy_text)
+        )
+
+    @app.get("/impressum", response_class=HTMLResponse, include_in_schema=False)
+    async def imprint_page(db_session: Session) -> Response:
+        if settings.imprint_url:
+            return RedirectResponse(settings.imprint_url, status_code=307)
+        return await message(db_session, "Impressum", *consent.paragraphs(settings.imprint_text))
 
     # --- operations ----------------------------------------------------------------------
 

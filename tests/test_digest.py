@@ -86,7 +86,8 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
         (confirmation,) = await smtp_server.handler.wait_for(1)
         text = confirmation.message.get_body(("plain",)).get_content()
         (link,) = re.findall(r"https://partnerpost\.example\.org(/bestaetigen/\S+)", text)
-        confirmed = await client.get(link)
+        assert (await client.get(link)).status_code == 200  # a page with a button
+        confirmed = await client.post(link)
         assert confirmed.status_code == 200 and "Abonnement bestätigt" in confirmed.text
 
         at = next_monday_8am()

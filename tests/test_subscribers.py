@@ -36,7 +36,9 @@ async def _active_address(sessions, email="rathaus@leipzig.de", name="Stadt Leip
         return await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
 
 
-async def test_confirmation_mail_and_link_activate_the_address(client, smtp_server, sessions):
+async def test_confirmation_mail_and_its_page_button_activate_the_address(
+    client, smtp_server, sessions
+):
     response = await client.post("/api/abonnements", json=LEIPZIG)
     assert response.status_code == 202
 
@@ -47,7 +49,9 @@ async def test_confirmation_mail_and_link_activate_the_address(client, smtp_serv
         address = await store.address_by_email(session, "rathaus@leipzig.de")
     assert address.status == "pending"
 
-    confirmed = await client.get(_link(mail, "bestaetigen"))
+    page = await client.get(_link(mail, "bestaetigen"))
+    assert page.status_code == 200 and page.text.count("<button") == 1
+    confirmed = await client.post(_link(mail, "bestaetigen"))
 
     assert confirmed.status_code == 200
     async with sessions() as session:
@@ -157,6 +161,17 @@ async def test_forged_expired_and_foreign_tokens_are_refused(client, sessions, m
     swapped = itsdangerous.URLSafeSerializer("wrong", salt="unsubscribe").dumps(
         {"a": borna.id, "e": leipzig.email}
     )
+    async with sessions() as session, session.begin():
+        record = await store.add_consent(
+            session,
+            store.Consent(
+                address_id=leipzig.id,
+                source="form",
+                nonce="n0nce",
+                issued_status="pending",
+                requested_at=store.utcnow(),
+            ),
+        )
 
     class Past(itsdangerous.TimestampSigner):
         def get_timestamp(self) -> int:
@@ -164,14 +179,15 @@ async def test_forged_expired_and_foreign_tokens_are_refused(client, sessions, m
 
     expired = itsdangerous.URLSafeTimedSerializer(
         mail_settings.secret_key, salt="confirm", signer=Past
-    ).dumps({"a": leipzig.id, "e": leipzig.email})
-    confirm_as_unsubscribe = tokens.confirm(leipzig)
+    ).dumps({"c": record.id, "n": record.nonce})
+    confirm_as_unsubscribe = tokens.confirm(record)
 
     for token in (forged, other_key, swapped, confirm_as_unsubscribe):
         response = await client.post(f"/abmelden/{token}")
         assert response.status_code == 400, token
         assert "ungültig oder abgelaufen" in response.text
     assert (await client.get(f"/bestaetigen/{expired}")).status_code == 400
+    assert (await client.post(f"/bestaetigen/{expired}")).status_code == 400
     assert (await client.get(f"/einstellungen/{good}")).status_code == 400  # wrong purpose
     async with sessions() as session:
         statuses = {
