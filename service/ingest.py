@@ -46,7 +46,8 @@ MAX_BODY = 200_000
 # A caption or title is a line or two; anything longer is a teaser that lost its date line.
 _SHORT_PARAGRAPH = 250
 # XML 1.0 forbids these; they never come from a real editor and break every feed reader.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+# A lone surrogate (a JSON "\ud800" escape) cannot even be stored as UTF-8.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
 _MONTHS = {
     name.lower(): number
     for locale in ("de", "de_AT")
@@ -62,8 +63,9 @@ _DATELINE = re.compile(
 def _no_control_chars(value: str) -> str:
     match = _CONTROL_CHARS.search(value)
     if match:
+        kind = "unpaired surrogate" if 0xD800 <= ord(match.group()) <= 0xDFFF else "control"
         raise ValueError(
-            f"contains the control character U+{ord(match.group()):04X} at position "
+            f"contains the {kind} character U+{ord(match.group()):04X} at position "
             f"{match.start()}, which feeds cannot carry"
         )
     return value

@@ -72,12 +72,14 @@ class RateLimitedError(PartnerpostError):
 
 
 def _one_line(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    # A lone surrogate (from a JSON escape) is no text and cannot be stored as UTF-8.
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ValueError("must be one line without control characters")
     return " ".join(value.split())
 
 
 Name = Annotated[str, Field(min_length=2, max_length=200), AfterValidator(_one_line)]
+Topic = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_one_line)]
 
 
 class SubscriberIn(BaseModel):
@@ -91,9 +93,7 @@ class SubscriberIn(BaseModel):
     bundesland: str | None = None
     partner: Name | None = None
     frequency: store.Frequency = store.Frequency.WEEKLY
-    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
-    )
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
     @field_validator("ags", "bundesland", "partner", mode="before")
     @classmethod
@@ -335,9 +335,7 @@ async def unsubscribe(
 
 class PreferencesIn(BaseModel):
     frequency: store.Frequency
-    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
-    )
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
 
 async def update_preferences(

@@ -38,6 +38,7 @@ from service import (
     store,
     subscribers,
     templating,
+    webguards,
 )
 from service.config import Settings
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
@@ -160,8 +161,10 @@ def create_app(settings: Settings) -> FastAPI:
         title="partnerpost",
         description="Feeds and digests of news about German–Ukrainian municipal partnerships.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
     )
     app.add_middleware(GZipMiddleware, minimum_size=500)
+    webguards.install(app)
     app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
     app.state.settings = settings
     templates = templating.environment()
