@@ -127,12 +127,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve pages, feeds and the admin API, with the scheduler running."""
-    import uvicorn
-
+    from service import serving
     from service.web import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    serving.run(create_app(settings), host=host, port=port)
 
 
 @db_app.command("upgrade")

@@ -165,7 +165,8 @@ def _free_port() -> int:
 
 
 @sqlite_only
-def test_serve_answers_and_stops_cleanly_on_ctrl_c(settings):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_answers_and_exits_0_after_a_graceful_stop_on_a_signal(settings, signum):
     assert run(settings, "ingest", str(DEMO)).returncode == 0
     port = _free_port()
     log = settings.feeds_dir.parent / "serve.log"
@@ -190,7 +191,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(settings):
         assert health.status_code == 200
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert "Leipzig – Kyjiw" in page.text
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         assert process.wait(timeout=15) == 0, log.read_text()
         assert "Application shutdown complete" in log.read_text()
     finally:
