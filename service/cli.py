@@ -255,19 +255,28 @@ def articles_list(
 @subscribers_app.command("import")
 def subscribers_import(
     path: Annotated[Path, typer.Argument(help="CSV: name,email,ags,bundesland,partner,...")],
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's encoding; default: UTF-8, else Windows-1252 (Excel)."),
+    ] = None,
 ) -> None:
     """Import addresses the operator confirmed; bad rows are listed with their reasons."""
     settings = _settings()
     try:
-        text = ingest.decode(path.read_bytes(), str(path))
+        text, used = subscribers.decode_csv(path.read_bytes(), str(path), encoding)
     except OSError as exc:
         err.print(f"[red]error:[/] cannot read {escape(str(path))}: {exc.strerror}")
         raise typer.Exit(EXIT_FAILURE) from exc
+    except PartnerpostError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+    if encoding is None and used != subscribers.CSV_ENCODINGS[0]:
+        err.print(f"{path} is not UTF-8: read it as {used}", markup=False)
 
     async def work(
         _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> subscribers.ImportReport:
-        return await subscribers.import_csv(sessions, text, store.utcnow())
+        return await subscribers.import_csv(sessions, text, store.utcnow(), str(path))
 
     report = _with_store(settings, work)
     out.print(

@@ -398,6 +398,10 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
 # --- JSON and NDJSON ------------------------------------------------------------------
 
 
+# Python's parser recurses once per nesting level; an article is three levels deep.
+_TOO_DEEP = "JSON nested too deeply (an article is an object, at most inside one array)"
+
+
 def _json_items(document: Any) -> Iterable[Any]:
     if isinstance(document, list):
         return document
@@ -410,6 +414,8 @@ def parse_json(text: str) -> Parsed:
     """A JSON array of articles, an object with an `articles` array, or one article."""
     try:
         document = json.loads(text)
+    except RecursionError as exc:
+        raise IngestInputError("JSON", _TOO_DEEP) from exc
     except json.JSONDecodeError as exc:
         if exc.lineno > 1 and all(
             line.lstrip().startswith("{") for line in text.splitlines() if line.strip()
@@ -436,6 +442,9 @@ def parse_ndjson(text: str) -> Parsed:
             continue
         try:
             raw = json.loads(line)
+        except RecursionError:
+            parsed.rejections.append(Rejection(number, "JSON line", _TOO_DEEP))
+            continue
         except json.JSONDecodeError as exc:
             parsed.rejections.append(
                 Rejection(number, "JSON line", f"invalid JSON at column {exc.colno}: {exc.msg}")

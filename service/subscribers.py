@@ -8,6 +8,7 @@ preference tokens, and the operator's CSV import. Imports `config`, `store`, `ma
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import mailer, store, templating
 from service.config import Settings
-from service.errors import PartnerpostError
+from service.errors import IngestInputError, PartnerpostError
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +369,31 @@ def _topics(value: str | None) -> list[str]:
     return [t.strip() for t in (value or "").replace("|", ";").split(";") if t.strip()]
 
 
+# Excel saves "CSV UTF-8" with a byte order mark, and plain "CSV" on a German Windows
+# in Windows-1252; try them in that order unless the operator names the encoding.
+CSV_ENCODINGS = ("utf-8-sig", "cp1252")
+
+
+def decode_csv(data: bytes, source: str, encoding: str | None = None) -> tuple[str, str]:
+    """The text of a CSV file and the encoding it was read in."""
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise IngestInputError(source, f"unknown encoding {encoding!r}") from exc
+    for candidate in (encoding,) if encoding else CSV_ENCODINGS:
+        try:
+            return data.decode(candidate), candidate
+        except UnicodeDecodeError as exc:
+            problem = f"byte {data[exc.start]:#04x} at offset {exc.start}"
+    tried = encoding or " nor ".join(CSV_ENCODINGS)
+    raise IngestInputError(
+        source, f"not {tried} ({problem}); name the file's encoding with --encoding"
+    )
+
+
 async def import_csv(
-    sessions: async_sessionmaker[AsyncSession], text: str, now: datetime
+    sessions: async_sessionmaker[AsyncSession], text: str, now: datetime, source: str = "CSV"
 ) -> ImportReport:
     """Import addresses the operator vouches for (active at once); bad rows are reported
     with their line and reason, the good ones imported."""
@@ -384,14 +408,20 @@ async def import_csv(
         report.rejected.append((1, f"unknown column(s) {', '.join(sorted(unknown))}"))
         return report
     valid: list[tuple[int, SubscriberIn]] = []
-    for row in reader:
-        raw = {k: v for k, v in row.items() if k and v is not None and v.strip()}
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise IngestInputError(source, f"after line {reader.line_num}: {exc}") from exc
+    for line, row in rows:
+        raw: dict[str, Any] = {k: v for k, v in row.items() if k and v is not None and v.strip()}
         raw["topics"] = _topics(row.get("topics"))
         raw.setdefault("frequency", "weekly")
         try:
-            valid.append((reader.line_num, SubscriberIn.model_validate(raw)))
+            valid.append((line, SubscriberIn.model_validate(raw)))
         except ValidationError as exc:
-            report.rejected.append((reader.line_num, describe(exc)))
+            report.rejected.append((line, describe(exc)))
     imported = await import_rows(sessions, [data for _, data in valid], now)
     report.added, report.unchanged = imported.added, imported.unchanged
     lines = {data.email: line for line, data in valid}
