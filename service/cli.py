@@ -201,6 +201,8 @@ def ingest_command(
     )
     for rejection in sorted(report.rejections, key=lambda r: r.line):
         err.print(f"rejected {source}:{rejection}", style="yellow", highlight=False, markup=False)
+    for duplicate in report.duplicates:
+        err.print(f"warning {source}:{duplicate}", style="yellow", highlight=False, markup=False)
     if report.rejections:
         raise typer.Exit(EXIT_REJECTED)
 

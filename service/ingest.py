@@ -46,8 +46,7 @@ MAX_BODY = 200_000
 # A caption or title is a line or two; anything longer is a teaser that lost its date line.
 _SHORT_PARAGRAPH = 250
 # XML 1.0 forbids these; they never come from a real editor and break every feed reader.
-# A lone surrogate (a JSON "\ud800" escape) cannot even be stored as UTF-8.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _MONTHS = {
     name.lower(): number
     for locale in ("de", "de_AT")
@@ -63,9 +62,8 @@ _DATELINE = re.compile(
 def _no_control_chars(value: str) -> str:
     match = _CONTROL_CHARS.search(value)
     if match:
-        kind = "unpaired surrogate" if 0xD800 <= ord(match.group()) <= 0xDFFF else "control"
         raise ValueError(
-            f"contains the {kind} character U+{ord(match.group()):04X} at position "
+            f"contains the control character U+{ord(match.group()):04X} at position "
             f"{match.start()}, which feeds cannot carry"
         )
     return value
@@ -173,6 +171,21 @@ class Parsed:
     heading: str | None = None
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An item whose key an earlier item of the same input had: the later one is saved."""
+
+    line: int
+    earlier: int
+    key: str
+
+    def __str__(self) -> str:
+        return (
+            f"line {self.line}: same key {self.key!r} as line {self.earlier}; "
+            f"line {self.line} is imported, line {self.earlier} is not"
+        )
+
+
 @dataclass
 class IngestReport:
     created: int = 0
@@ -180,6 +193,7 @@ class IngestReport:
     unchanged: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     heading: str | None = None
+    duplicates: list[Duplicate] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -507,6 +521,21 @@ def decode(data: bytes, source: str) -> str:
 # --- saving ---------------------------------------------------------------------------
 
 
+def _last_of_each_key(
+    parsed: Parsed, notify: bool
+) -> tuple[list[store.ArticleData], list[Duplicate]]:
+    """One article per key, the last one given (where it stands), and what it replaced."""
+    by_key: dict[str, tuple[int, store.ArticleData]] = {}
+    duplicates: list[Duplicate] = []
+    for line, article in parsed.articles:
+        data = article.to_data(notify)
+        earlier = by_key.pop(data.key, None)
+        if earlier is not None:
+            duplicates.append(Duplicate(line, earlier[0], data.key))
+        by_key[data.key] = (line, data)
+    return [data for _, data in by_key.values()], duplicates
+
+
 async def save(
     sessions: async_sessionmaker[AsyncSession],
     parsed: Parsed,
@@ -518,16 +547,20 @@ async def save(
 
     `now` is the import time recorded on the articles (the current time when None).
     With `notify=False` new articles are a backfill that no digest carries."""
-    report = IngestReport(rejections=list(parsed.rejections), heading=parsed.heading)
+    articles, duplicates = _last_of_each_key(parsed, notify)
+    report = IngestReport(
+        rejections=list(parsed.rejections), heading=parsed.heading, duplicates=duplicates
+    )
     async with sessions() as session, session.begin():
-        for _line, article in parsed.articles:
-            outcome, _ = await store.save_article(session, article.to_data(notify), now)
+        for article in articles:
+            outcome, _ = await store.save_article(session, article, now)
             if outcome is store.SaveOutcome.CREATED:
                 report.created += 1
             elif outcome is store.SaveOutcome.UPDATED:
                 report.updated += 1
             else:
                 report.unchanged += 1
-        if parsed.heading:
+        # A page none of whose items could be read may not be the listing at all.
+        if parsed.heading and articles:
             await store.set_fact(session, store.LISTING_HEADING, parsed.heading)
     return report

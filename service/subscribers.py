@@ -73,8 +73,7 @@ class RateLimitedError(PartnerpostError):
 
 
 def _one_line(value: str) -> str:
-    # A lone surrogate (from a JSON escape) is no text and cannot be stored as UTF-8.
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must be one line without control characters")
     return " ".join(value.split())
 

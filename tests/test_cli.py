@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import socket
@@ -291,3 +292,27 @@ def test_subscribers_import_of_an_unreadable_csv_exits_2_and_imports_nothing(set
     assert f"{table}': after line 2: field larger than field limit" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
     assert "Stadt Borna" not in listed.stdout.decode()
+
+
+@sqlite_only
+def test_ingest_warns_of_two_items_with_one_key_naming_both_lines(settings, tmp_path):
+    item = {
+        "key": "k-1",
+        "title": "Eins",
+        "teaser": "T",
+        "place": "Bonn",
+        "published": "2024-05-01",
+    }
+    lines = tmp_path / "articles.ndjson"
+    lines.write_text(
+        json.dumps(item) + "\n" + json.dumps({**item, "title": "Zwei"}) + "\n", encoding="utf-8"
+    )
+
+    result = run(settings, "ingest", str(lines))
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"1 new, 0 updated" in result.stdout
+    assert (
+        f"warning {lines}:line 2: same key 'k-1' as line 1; line 2 is imported, line 1 is not"
+        in result.stderr.decode()
+    )
