@@ -223,8 +223,9 @@ async def feed_specs(settings: Settings, session: AsyncSession) -> list[FeedSpec
             articles=await store.newest_articles(session, settings.feed_size),
         )
     ]
+    topic_slugs = await store.topic_slugs(session)
     for topic in await store.all_topics(session):
-        slug = store.slugify(topic)
+        slug = topic_slugs[topic]
         specs.append(
             FeedSpec(
                 stem=f"{TOPICS_DIR}/{slug}",

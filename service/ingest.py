@@ -35,7 +35,7 @@ from pydantic import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import store
+from service import slugs, store
 from service.errors import IngestInputError
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -131,7 +131,8 @@ class ArticleIn(BaseModel):
         key = self.key or self.source_url
         if key is None:
             local_day = published_at.astimezone(BERLIN).date().isoformat()
-            key = f"{local_day}/{store.slugify(self.title)}"
+            # A title with nothing to spell (emoji only) must not share "artikel" with others.
+            key = f"{local_day}/{slugs.slug_text(self.title) or slugs.text_hash(self.title)}"
         return store.ArticleData(
             key=key,
             title=self.title,

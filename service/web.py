@@ -172,9 +172,6 @@ def create_app(settings: Settings) -> FastAPI:
     def article_url(article: store.Article) -> str:
         return feeds.article_url(settings, article)
 
-    def topic_url(topic: str) -> str:
-        return settings.link(f"themen/{store.slugify(topic)}")
-
     async def page(
         db_session: AsyncSession, name: str, code: int = 200, **context: Any
     ) -> HTMLResponse:
@@ -199,8 +196,13 @@ def create_app(settings: Settings) -> FastAPI:
                 "JSON Feed",
             ),
         ]
+        topic_slugs = await store.topic_slugs(db_session)
+
+        def topic_url(topic: str) -> str:
+            return settings.link(f"themen/{topic_slugs[topic]}")
+
         for topic in await store.all_topics(db_session):
-            stem = f"{feeds.TOPICS_DIR}/{store.slugify(topic)}"
+            stem = f"{feeds.TOPICS_DIR}/{topic_slugs[topic]}"
             links.append(
                 _FeedLink(
                     feeds.feed_url(settings, stem, ".atom"),
@@ -226,7 +228,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/themen/{slug}", response_class=HTMLResponse, include_in_schema=False)
     async def topic_page(slug: str, db_session: Session) -> HTMLResponse:
-        topics = {store.slugify(t): t for t in await store.all_topics(db_session)}
+        topics = {s: t for t, s in (await store.topic_slugs(db_session)).items()}
         if slug not in topics:
             return await page(db_session, "not_found", code=404)
         articles = await store.newest_articles(db_session, settings.feed_size, topics[slug])
