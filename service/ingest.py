@@ -561,7 +561,9 @@ async def save(
                 report.updated += 1
             else:
                 report.unchanged += 1
-        # A page none of whose items could be read may not be the listing at all.
-        if parsed.heading and articles:
-            await store.set_fact(session, store.LISTING_HEADING, parsed.heading)
+        # A page none of whose items could be read may not be the listing at all; a heading
+        # is unchecked page text, kept to one line that feeds and mail headers can carry.
+        heading = _single_line(_CONTROL_CHARS.sub(" ", parsed.heading or ""))[:MAX_TITLE]
+        if heading and articles:
+            await store.set_fact(session, store.LISTING_HEADING, heading)
     return report

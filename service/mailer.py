@@ -92,7 +92,10 @@ def header_safe(value: str) -> str:
 
 
 def _mailbox(display_name: str, address: str) -> str:
-    return formataddr((header_safe(display_name), address), charset="utf-8")
+    name = header_safe(display_name)
+    if "=?" in name:  # would be read as an encoded-word; encoded, it reads as itself
+        return f"{Header(name, 'utf-8').encode()} <{address}>"
+    return formataddr((name, address), charset="utf-8")
 
 
 def _text_part(text: str, subtype: str) -> Message:
