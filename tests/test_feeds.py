@@ -290,7 +290,7 @@ async def test_articles_titled_only_in_emoji_on_one_day_stay_apart(sessions):
 async def test_a_listing_heading_of_control_characters_does_not_break_the_feeds(
     sessions, settings, engine
 ):
-    listing = "\x01\x02\n\nTitel\n\nBonn, 1. März 2024. Text.\n"
+    listing = "\x01\x02\n\nBild\n\nTitel\n\nBonn, 1. März 2024. Text.\n"
     await ingest.save(sessions, ingest.parse_listing_text(listing))
 
     await feeds.build_feeds(settings, engine, sessions)

@@ -343,13 +343,14 @@ async def test_stored_articles_keep_their_stable_key(sessions):
 async def test_listing_whose_every_item_is_rejected_keeps_the_site_title(sessions, settings):
     await _import(sessions, DEMO_TEXT)
     broken_page = (
-        "Eine ganz andere Seite\n\n"
+        "Eine ganz andere Seite\n\nBildunterschrift\n\n"
         "Titel eins\n\nBonn, 1. Mürz 2024. Monat falsch.\n\n"
         "Titel zwei\n\nBonn, 31. Februar 2024. Tag falsch.\n"
     )
 
     report = await _import(sessions, broken_page)
 
+    assert report.heading == "Eine ganz andere Seite"
     assert report.created == 0 and len(report.rejections) == 2
     async with sessions() as session:
         assert await store.get_fact(session, store.LISTING_HEADING) == (

@@ -194,7 +194,7 @@ def test_subject_is_rfc2047_encoded_and_headers_are_one_line(mail_settings):
 def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(settings):
     message = mailer.compose(
         settings,
-        to_name="=?utf-8?q?Bürgermeister?=",
+        to_name="=?utf-8?q?B=C3=BCrgermeister?=",
         to_address="rathaus@example.org",
         subject="Betreff",
         text="Text",
@@ -205,4 +205,4 @@ def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(settings):
     raw = mailer.to_bytes(settings, message)
 
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    assert parsed["To"].addresses[0].display_name == "=?utf-8?q?Bürgermeister?="
+    assert parsed["To"].addresses[0].display_name == "=?utf-8?q?B=C3=BCrgermeister?="
