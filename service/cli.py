@@ -155,8 +155,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve pages, feeds and the admin API, with the scheduler running."""
-    import uvicorn
-
+    from service import serving
     from service.web import create_app
 
     settings = _settings()
@@ -169,11 +168,10 @@ def serve(
     # X-Forwarded-For is believed only from the proxies named in the settings (never from
     # uvicorn's default 127.0.0.1: a local hop would let anyone choose their address); the
     # client is the right-most address of the chain that is not one of them.
-    uvicorn.run(
+    serving.run(
         create_app(settings),
         host=host,
         port=port,
-        log_config=None,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
@@ -246,6 +244,8 @@ def ingest_command(
     )
     for rejection in sorted(report.rejections, key=lambda r: r.line):
         err.print(f"rejected {source}:{rejection}", style="yellow", highlight=False, markup=False)
+    for duplicate in report.duplicates:
+        err.print(f"warning {source}:{duplicate}", style="yellow", highlight=False, markup=False)
     if report.rejections:
         raise typer.Exit(EXIT_REJECTED)
 
@@ -300,19 +300,28 @@ def articles_list(
 @subscribers_app.command("import")
 def subscribers_import(
     path: Annotated[Path, typer.Argument(help="CSV: name,email,ags,bundesland,partner,...")],
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's encoding; default: UTF-8, else Windows-1252 (Excel)."),
+    ] = None,
 ) -> None:
     """Import addresses the operator confirmed; bad rows are listed with their reasons."""
     settings = _settings()
     try:
-        text = ingest.decode(path.read_bytes(), str(path))
+        text, used = subscribers.decode_csv(path.read_bytes(), str(path), encoding)
     except OSError as exc:
         err.print(f"[red]error:[/] cannot read {escape(str(path))}: {exc.strerror}")
         raise typer.Exit(EXIT_FAILURE) from exc
+    except PartnerpostError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILURE) from exc
+    if encoding is None and used != subscribers.CSV_ENCODINGS[0]:
+        err.print(f"{path} is not UTF-8: read it as {used}", markup=False)
 
     async def work(
         _: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> subscribers.ImportReport:
-        return await subscribers.import_csv(sessions, text, store.utcnow())
+        return await subscribers.import_csv(sessions, text, store.utcnow(), str(path))
 
     report = _with_store(settings, work)
     out.print(

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe log level written."
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted, in bytes; larger ones get 413.",
+    )
     metrics_require_token: bool = Field(
         default=False, description="Protect /metrics with the admin bearer token."
     )

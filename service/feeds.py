@@ -110,8 +110,9 @@ def _last_change(articles: Sequence[store.Article]) -> datetime:
 def _generator(settings: Settings, spec: FeedSpec, suffix: str) -> FeedGenerator:
     generator = FeedGenerator()
     generator.id(feed_url(settings, spec.stem, ".atom"))
-    generator.title(xml_safe(spec.title))
-    generator.subtitle(xml_safe(spec.description))
+    # feedgen refuses an empty title: a site title of control characters only has none left.
+    generator.title(xml_safe(spec.title) or DEFAULT_TITLE)
+    generator.subtitle(xml_safe(spec.description) or DEFAULT_TITLE)
     generator.link(href=feed_url(settings, spec.stem, suffix), rel="self")
     # feedgen takes the last link as the RSS channel link: the website, not the feed.
     generator.link(href=spec.home_url, rel="alternate", type="text/html")
@@ -171,8 +172,8 @@ def render_json(settings: Settings, spec: FeedSpec) -> bytes:
         items.append(item)
     document = {
         "version": "https://jsonfeed.org/version/1.1",
-        "title": xml_safe(spec.title),
-        "description": xml_safe(spec.description),
+        "title": xml_safe(spec.title) or DEFAULT_TITLE,
+        "description": xml_safe(spec.description) or DEFAULT_TITLE,
         "home_page_url": spec.home_url,
         "feed_url": feed_url(settings, spec.stem, ".json"),
         "language": "de",
@@ -223,8 +224,9 @@ async def feed_specs(settings: Settings, session: AsyncSession) -> list[FeedSpec
             articles=await store.newest_articles(session, settings.feed_size),
         )
     ]
+    topic_slugs = await store.topic_slugs(session)
     for topic in await store.all_topics(session):
-        slug = store.slugify(topic)
+        slug = topic_slugs[topic]
         specs.append(
             FeedSpec(
                 stem=f"{TOPICS_DIR}/{slug}",

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import store
+from service import slugs, store
 from service.errors import IngestInputError
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -131,7 +131,8 @@ class ArticleIn(BaseModel):
         key = self.key or self.source_url
         if key is None:
             local_day = published_at.astimezone(BERLIN).date().isoformat()
-            key = f"{local_day}/{store.slugify(self.title)}"
+            # A title with nothing to spell (emoji only) must not share "artikel" with others.
+            key = f"{local_day}/{slugs.slug_text(self.title) or slugs.text_hash(self.title)}"
         return store.ArticleData(
             key=key,
             title=self.title,
@@ -171,6 +172,21 @@ class Parsed:
     heading: str | None = None
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An item whose key an earlier item of the same input had: the later one is saved."""
+
+    line: int
+    earlier: int
+    key: str
+
+    def __str__(self) -> str:
+        return (
+            f"line {self.line}: same key {self.key!r} as line {self.earlier}; "
+            f"line {self.line} is imported, line {self.earlier} is not"
+        )
+
+
 @dataclass
 class IngestReport:
     created: int = 0
@@ -178,6 +194,7 @@ class IngestReport:
     unchanged: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     heading: str | None = None
+    duplicates: list[Duplicate] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -396,6 +413,10 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
 # --- JSON and NDJSON ------------------------------------------------------------------
 
 
+# Python's parser recurses once per nesting level; an article is three levels deep.
+_TOO_DEEP = "JSON nested too deeply (an article is an object, at most inside one array)"
+
+
 def _json_items(document: Any) -> Iterable[Any]:
     if isinstance(document, list):
         return document
@@ -408,6 +429,8 @@ def parse_json(text: str) -> Parsed:
     """A JSON array of articles, an object with an `articles` array, or one article."""
     try:
         document = json.loads(text)
+    except RecursionError as exc:
+        raise IngestInputError("JSON", _TOO_DEEP) from exc
     except json.JSONDecodeError as exc:
         if exc.lineno > 1 and all(
             line.lstrip().startswith("{") for line in text.splitlines() if line.strip()
@@ -434,6 +457,9 @@ def parse_ndjson(text: str) -> Parsed:
             continue
         try:
             raw = json.loads(line)
+        except RecursionError:
+            parsed.rejections.append(Rejection(number, "JSON line", _TOO_DEEP))
+            continue
         except json.JSONDecodeError as exc:
             parsed.rejections.append(
                 Rejection(number, "JSON line", f"invalid JSON at column {exc.colno}: {exc.msg}")
@@ -496,6 +522,21 @@ def decode(data: bytes, source: str) -> str:
 # --- saving ---------------------------------------------------------------------------
 
 
+def _last_of_each_key(
+    parsed: Parsed, notify: bool
+) -> tuple[list[store.ArticleData], list[Duplicate]]:
+    """One article per key, the last one given (where it stands), and what it replaced."""
+    by_key: dict[str, tuple[int, store.ArticleData]] = {}
+    duplicates: list[Duplicate] = []
+    for line, article in parsed.articles:
+        data = article.to_data(notify)
+        earlier = by_key.pop(data.key, None)
+        if earlier is not None:
+            duplicates.append(Duplicate(line, earlier[0], data.key))
+        by_key[data.key] = (line, data)
+    return [data for _, data in by_key.values()], duplicates
+
+
 async def save(
     sessions: async_sessionmaker[AsyncSession],
     parsed: Parsed,
@@ -507,16 +548,22 @@ async def save(
 
     `now` is the import time recorded on the articles (the current time when None).
     With `notify=False` new articles are a backfill that no digest carries."""
-    report = IngestReport(rejections=list(parsed.rejections), heading=parsed.heading)
+    articles, duplicates = _last_of_each_key(parsed, notify)
+    report = IngestReport(
+        rejections=list(parsed.rejections), heading=parsed.heading, duplicates=duplicates
+    )
     async with sessions() as session, session.begin():
-        for _line, article in parsed.articles:
-            outcome, _ = await store.save_article(session, article.to_data(notify), now)
+        for article in articles:
+            outcome, _ = await store.save_article(session, article, now)
             if outcome is store.SaveOutcome.CREATED:
                 report.created += 1
             elif outcome is store.SaveOutcome.UPDATED:
                 report.updated += 1
             else:
                 report.unchanged += 1
-        if parsed.heading:
-            await store.set_fact(session, store.LISTING_HEADING, parsed.heading)
+        # A page none of whose items could be read may not be the listing at all; a heading
+        # is unchecked page text, kept to one line that feeds and mail headers can carry.
+        heading = _single_line(_CONTROL_CHARS.sub(" ", parsed.heading or ""))[:MAX_TITLE]
+        if heading and articles:
+            await store.set_fact(session, store.LISTING_HEADING, heading)
     return report

@@ -132,12 +132,16 @@ def wire_address(address: str) -> WireAddress:
 
 
 def _mailbox(display_name: str, address: str) -> str:
+    name = header_safe(display_name)
+    wire = wire_address(address).address
+    if "=?" in name:  # would be read as an encoded-word; encoded, it reads as itself
+        return f"{Header(name, 'utf-8').encode()} <{wire}>"
     # formataddr encodes a non-ASCII display name (RFC 2047) but refuses a non-ASCII
     # address, so it formats a stand-in that the wire form then replaces.
     stand_in = "stand-in@invalid"
-    formatted = formataddr((header_safe(display_name), stand_in), charset="utf-8")
+    formatted = formataddr((name, stand_in), charset="utf-8")
     head, _, tail = formatted.rpartition(stand_in)
-    return head + wire_address(address).address + tail
+    return head + wire + tail
 
 
 def _text_part(text: str, subtype: str) -> Message:

@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import os
 import re
-import unicodedata
 import uuid
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Sequence
@@ -65,7 +64,9 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
+from service import slugs
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
+from service.slugs import slugify as slugify  # re-exported: callers know it from here
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Feed ids are UUIDs derived from the stable key in this namespace: never change it.
@@ -548,18 +549,6 @@ _EDITABLE = (
     "image_url",
     "source_url",
 )
-_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
-
-
-def slugify(value: str, max_length: int = 80) -> str:
-    """URL slug with German transliteration (ä → ae), which generic slugifiers get wrong."""
-    value = value.lower().translate(_TRANSLITERATION)
-    value = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
-    value = re.sub(r"[^a-z0-9]+", "-", value).strip("-")
-    if len(value) > max_length:
-        cut = value[: max_length + 1]
-        value = cut.rsplit("-", 1)[0] if "-" in cut else cut[:max_length]
-    return value or "artikel"
 
 
 def article_guid(key: str) -> str:
@@ -651,6 +640,16 @@ async def article_by_slug(session: AsyncSession, slug: str) -> Article:
 
 async def all_topics(session: AsyncSession) -> list[str]:
     return list(await session.scalars(select(ArticleTopic.topic).distinct().order_by("topic")))
+
+
+async def topic_slugs(session: AsyncSession) -> dict[str, str]:
+    """Each topic's distinct slug; of two that would collide, the one used first (by the
+    oldest article that has it) keeps the plain slug."""
+    first_use = select(ArticleTopic.topic, func.min(ArticleTopic.article_id)).group_by(
+        ArticleTopic.topic
+    )
+    rows = sorted((first, topic) for topic, first in await session.execute(first_use))
+    return slugs.topic_slugs(topic for _, topic in rows)
 
 
 async def count_articles(session: AsyncSession) -> int:

@@ -8,6 +8,7 @@ preference tokens, and the operator's CSV import. Imports `config`, `store`, `co
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hmac
 import io
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import consent, mailer, store, templating
 from service.config import Settings
-from service.errors import PartnerpostError
+from service.errors import IngestInputError, PartnerpostError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def _one_line(value: str) -> str:
 
 
 Name = Annotated[str, Field(min_length=2, max_length=200), AfterValidator(_one_line)]
+Topic = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_one_line)]
 
 
 class SubscriberIn(BaseModel):
@@ -93,9 +95,7 @@ class SubscriberIn(BaseModel):
     bundesland: str | None = None
     partner: Name | None = None
     frequency: store.Frequency = store.Frequency.WEEKLY
-    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
-    )
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
     @field_validator("ags", "bundesland", "partner", mode="before")
     @classmethod
@@ -414,9 +414,7 @@ async def unsubscribe(
 
 class PreferencesIn(BaseModel):
     frequency: store.Frequency
-    topics: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=20
-    )
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
 
 async def update_preferences(
@@ -449,8 +447,31 @@ def _topics(value: str | None) -> list[str]:
     return [t.strip() for t in (value or "").replace("|", ";").split(";") if t.strip()]
 
 
+# Excel saves "CSV UTF-8" with a byte order mark, and plain "CSV" on a German Windows
+# in Windows-1252; try them in that order unless the operator names the encoding.
+CSV_ENCODINGS = ("utf-8-sig", "cp1252")
+
+
+def decode_csv(data: bytes, source: str, encoding: str | None = None) -> tuple[str, str]:
+    """The text of a CSV file and the encoding it was read in."""
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise IngestInputError(source, f"unknown encoding {encoding!r}") from exc
+    for candidate in (encoding,) if encoding else CSV_ENCODINGS:
+        try:
+            return data.decode(candidate), candidate
+        except UnicodeDecodeError as exc:
+            problem = f"byte {data[exc.start]:#04x} at offset {exc.start}"
+    tried = encoding or " nor ".join(CSV_ENCODINGS)
+    raise IngestInputError(
+        source, f"not {tried} ({problem}); name the file's encoding with --encoding"
+    )
+
+
 async def import_csv(
-    sessions: async_sessionmaker[AsyncSession], text: str, now: datetime
+    sessions: async_sessionmaker[AsyncSession], text: str, now: datetime, source: str = "CSV"
 ) -> ImportReport:
     """Import addresses the operator vouches for (active at once); bad rows are reported
     with their line and reason, the good ones imported."""
@@ -465,14 +486,20 @@ async def import_csv(
         report.rejected.append((1, f"unknown column(s) {', '.join(sorted(unknown))}"))
         return report
     valid: list[tuple[int, SubscriberIn]] = []
-    for row in reader:
-        raw = {k: v for k, v in row.items() if k and v is not None and v.strip()}
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise IngestInputError(source, f"after line {reader.line_num}: {exc}") from exc
+    for line, row in rows:
+        raw: dict[str, Any] = {k: v for k, v in row.items() if k and v is not None and v.strip()}
         raw["topics"] = _topics(row.get("topics"))
         raw.setdefault("frequency", "weekly")
         try:
-            valid.append((reader.line_num, SubscriberIn.model_validate(raw)))
+            valid.append((line, SubscriberIn.model_validate(raw)))
         except ValidationError as exc:
-            report.rejected.append((reader.line_num, describe(exc)))
+            report.rejected.append((line, describe(exc)))
     imported = await import_rows(sessions, [data for _, data in valid], now)
     report.added, report.unchanged = imported.added, imported.unchanged
     lines = {data.email: line for line, data in valid}

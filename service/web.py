@@ -43,6 +43,7 @@ from service import (
     store,
     subscribers,
     templating,
+    webguards,
 )
 from service.config import Settings
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
@@ -171,8 +172,10 @@ def create_app(settings: Settings) -> FastAPI:
         title="partnerpost",
         description="Feeds and digests of news about German–Ukrainian municipal partnerships.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
     )
     app.add_middleware(GZipMiddleware, minimum_size=500)
+    webguards.install(app)
     app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
     app.state.settings = settings
     templates = templating.environment()
@@ -181,9 +184,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     def article_url(article: store.Article) -> str:
         return feeds.article_url(settings, article)
-
-    def topic_url(topic: str) -> str:
-        return settings.link(f"themen/{store.slugify(topic)}")
 
     async def page(
         db_session: AsyncSession, name: str, code: int = 200, **context: Any
@@ -209,8 +209,13 @@ def create_app(settings: Settings) -> FastAPI:
                 "JSON Feed",
             ),
         ]
+        topic_slugs = await store.topic_slugs(db_session)
+
+        def topic_url(topic: str) -> str:
+            return settings.link(f"themen/{topic_slugs[topic]}")
+
         for topic in await store.all_topics(db_session):
-            stem = f"{feeds.TOPICS_DIR}/{store.slugify(topic)}"
+            stem = f"{feeds.TOPICS_DIR}/{topic_slugs[topic]}"
             links.append(
                 _FeedLink(
                     feeds.feed_url(settings, stem, ".atom"),
@@ -238,7 +243,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/themen/{slug}", response_class=HTMLResponse, include_in_schema=False)
     async def topic_page(slug: str, db_session: Session) -> HTMLResponse:
-        topics = {store.slugify(t): t for t in await store.all_topics(db_session)}
+        topics = {s: t for t, s in (await store.topic_slugs(db_session)).items()}
         if slug not in topics:
             return await page(db_session, "not_found", code=404)
         articles = await store.newest_articles(db_session, settings.feed_size, topics[slug])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import hypothesis
 import pytest
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -258,3 +259,18 @@ def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
             "digest_retry_base_seconds": 0,
         }
     )
+
+
+# --- property-based tests -----------------------------------------------------------------
+
+# Properties run 2,000 examples each; HYPOTHESIS_PROFILE=quick runs 100 while developing.
+hypothesis.settings.register_profile(
+    "partnerpost",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.register_profile(
+    "quick", parent=hypothesis.settings.get_profile("partnerpost"), max_examples=100
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "partnerpost"))

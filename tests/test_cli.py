@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import socket
@@ -165,7 +166,8 @@ def _free_port() -> int:
 
 
 @sqlite_only
-def test_serve_answers_and_stops_cleanly_on_ctrl_c(settings):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_answers_and_exits_0_after_a_graceful_stop_on_a_signal(settings, signum):
     assert run(settings, "ingest", str(DEMO)).returncode == 0
     port = _free_port()
     log = settings.feeds_dir.parent / "serve.log"
@@ -190,10 +192,127 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(settings):
         assert health.status_code == 200
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert "Leipzig – Kyjiw" in page.text
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         assert process.wait(timeout=15) == 0, log.read_text()
         assert "Application shutdown complete" in log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- hostile and foreign input (issue 8, finding 14) ------------------------------------
+
+
+@sqlite_only
+def test_ingest_of_json_nested_100000_deep_exits_2_with_a_clear_error(settings, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100_000)
+
+    result = run(settings, "ingest", str(deep))
+
+    assert result.returncode == 2
+    assert "JSON nested too deeply" in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
+@sqlite_only
+def test_ingest_rejects_an_ndjson_line_nested_too_deep_and_imports_the_others(settings, tmp_path):
+    good = '{"title": "Gut", "teaser": "Gut.", "place": "Bonn", "published": "2024-03-01"}'
+    lines = tmp_path / "articles.ndjson"
+    lines.write_text(f"{good}\n{'[' * 100_000}\n", encoding="utf-8")
+
+    result = run(settings, "ingest", str(lines))
+
+    assert result.returncode == 1
+    assert b"1 new" in result.stdout
+    assert f"{lines}:line 2: JSON line: JSON nested too deeply" in result.stderr.decode()
+
+
+EXCEL_ROWS = "name,email,partner\nStadt Görlitz,rathaus@goerlitz.example.org,Tscherkassy\n"
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("encoded", "note"),
+    [
+        (EXCEL_ROWS.encode("cp1252"), "is not UTF-8: read it as cp1252"),
+        (EXCEL_ROWS.encode("utf-8-sig"), None),
+        (EXCEL_ROWS.encode("utf-8"), None),
+    ],
+    ids=["excel-csv-cp1252", "excel-csv-utf8-bom", "utf8"],
+)
+def test_subscribers_import_reads_what_excel_saves(settings, tmp_path, encoded, note):
+    table = tmp_path / "kommunen.csv"
+    table.write_bytes(encoded)
+
+    result = run(settings, "subscribers", "import", str(table))
+    listed = run(settings, "subscribers", "list")
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"1 added" in result.stdout
+    assert (note in result.stderr.decode()) if note else result.stderr == b""
+    assert "Stadt Görlitz" in listed.stdout.decode()
+    assert "GÃ¶rlitz" not in listed.stdout.decode()
+
+
+@sqlite_only
+def test_subscribers_import_takes_the_encoding_it_is_told(settings, tmp_path):
+    table = tmp_path / "kommunen.csv"
+    table.write_bytes(EXCEL_ROWS.encode("cp1252"))
+
+    wrong = run(settings, "subscribers", "import", str(table), "--encoding", "utf-8")
+    unknown = run(settings, "subscribers", "import", str(table), "--encoding", "klingonisch")
+    right = run(settings, "subscribers", "import", str(table), "--encoding", "latin-1")
+
+    assert wrong.returncode == 2
+    assert "not utf-8 (byte 0xf6 at offset 26); name the file's encoding with --encoding" in (
+        wrong.stderr.decode()
+    )
+    assert unknown.returncode == 2
+    assert "unknown encoding 'klingonisch'" in unknown.stderr.decode()
+    assert b"Traceback" not in wrong.stderr + unknown.stderr
+    assert right.returncode == 0, right.stderr.decode()
+    assert b"1 added" in right.stdout
+
+
+@sqlite_only
+def test_subscribers_import_of_an_unreadable_csv_exits_2_and_imports_nothing(settings, tmp_path):
+    table = tmp_path / "kommunen.csv"
+    huge_field = "x" * 200_000
+    table.write_text(
+        f'name,email\nStadt Borna,a@borna.example.org\n"{huge_field}",b@example.org\n',
+        encoding="utf-8",
+    )
+
+    result = run(settings, "subscribers", "import", str(table))
+    listed = run(settings, "subscribers", "list")
+
+    assert result.returncode == 2
+    assert f"{table}': after line 2: field larger than field limit" in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    assert "Stadt Borna" not in listed.stdout.decode()
+
+
+@sqlite_only
+def test_ingest_warns_of_two_items_with_one_key_naming_both_lines(settings, tmp_path):
+    item = {
+        "key": "k-1",
+        "title": "Eins",
+        "teaser": "T",
+        "place": "Bonn",
+        "published": "2024-05-01",
+    }
+    lines = tmp_path / "articles.ndjson"
+    lines.write_text(
+        json.dumps(item) + "\n" + json.dumps({**item, "title": "Zwei"}) + "\n", encoding="utf-8"
+    )
+
+    result = run(settings, "ingest", str(lines))
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"1 new, 0 updated" in result.stdout
+    assert (
+        f"warning {lines}:line 2: same key 'k-1' as line 1; line 2 is imported, line 1 is not"
+        in result.stderr.decode()
+    )

@@ -237,3 +237,62 @@ async def test_each_subscribed_municipality_gets_a_feed_of_its_news(sessions, se
     report = await feeds.build_feeds(settings, engine, sessions)
     assert report is not None
     assert not (settings.feeds_dir / "kommunen/stadt-borna.atom").exists()
+
+
+async def test_ukrainian_topics_and_a_flag_get_feeds_of_their_own(sessions, settings, engine):
+    def article(title: str, topics: list[str]) -> dict[str, object]:
+        return {
+            "title": title,
+            "teaser": title,
+            "place": "Bonn",
+            "published": "2024-01-01",
+            "topics": topics,
+        }
+
+    payload = [
+        article("Über die Ukraine", ["Україна"]),
+        article("Über Kyjiw", ["Київ"]),
+        article("Mit Flagge", ["🇺🇦"]),
+        article("Kyjiw auf Lateinisch", ["Kyiv"]),
+    ]
+    await ingest.save(sessions, ingest.parse_json(json.dumps(payload)))
+    await feeds.build_feeds(settings, engine, sessions)
+    async with sessions() as session:
+        slugs = await store.topic_slugs(session)
+
+    assert slugs["Україна"] == "ukraina" and slugs["Київ"] == "kyiv"
+    assert slugs["🇺🇦"].startswith("thema-") and slugs["Kyiv"].startswith("kyiv-")
+    for topic, slug in slugs.items():
+        parsed = _parse(settings.feeds_dir / f"themen/{slug}.atom")
+        assert parsed.feed.title.endswith(f"Thema: {topic}")
+        assert [e.title for e in parsed.entries] == [
+            a["title"] for a in payload if a["topics"] == [topic]
+        ]
+    assert not (settings.feeds_dir / "themen/artikel.atom").exists()
+
+
+async def test_articles_titled_only_in_emoji_on_one_day_stay_apart(sessions):
+    payload = [
+        {"title": title, "teaser": title, "place": "Bonn", "published": "2024-01-01"}
+        for title in ("🇺🇦", "🇺🇦❤️🇩🇪")
+    ]
+
+    report = await ingest.save(sessions, ingest.parse_json(json.dumps(payload)))
+
+    assert (report.created, report.duplicates) == (2, [])
+    async with sessions() as session:
+        assert sorted(a.slug for a in await store.newest_articles(session, 10)) == [
+            "artikel",
+            "artikel-2",
+        ]
+
+
+async def test_a_listing_heading_of_control_characters_does_not_break_the_feeds(
+    sessions, settings, engine
+):
+    listing = "\x01\x02\n\nBild\n\nTitel\n\nBonn, 1. März 2024. Text.\n"
+    await ingest.save(sessions, ingest.parse_listing_text(listing))
+
+    await feeds.build_feeds(settings, engine, sessions)
+
+    assert _parse(settings.feeds_dir / "artikel.atom").feed.title == feeds.DEFAULT_TITLE

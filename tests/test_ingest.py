@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import ingest, store
+from service import feeds, ingest, store
 from service.errors import IngestInputError
 
 from .conftest import DEMO
@@ -338,3 +338,61 @@ async def test_stored_articles_keep_their_stable_key(sessions):
     async with sessions() as session:
         keys = set(await session.scalars(select(store.Article.key)))
     assert "2023-11-09/leipzig-kyjiw-eine-dynamische-partnerschaft-in-bewegten-zeiten" in keys
+
+
+async def test_listing_whose_every_item_is_rejected_keeps_the_site_title(sessions, settings):
+    await _import(sessions, DEMO_TEXT)
+    broken_page = (
+        "Eine ganz andere Seite\n\nBildunterschrift\n\n"
+        "Titel eins\n\nBonn, 1. Mürz 2024. Monat falsch.\n\n"
+        "Titel zwei\n\nBonn, 31. Februar 2024. Tag falsch.\n"
+    )
+
+    report = await _import(sessions, broken_page)
+
+    assert report.heading == "Eine ganz andere Seite"
+    assert report.created == 0 and len(report.rejections) == 2
+    async with sessions() as session:
+        assert await store.get_fact(session, store.LISTING_HEADING) == (
+            "Kommunalpartnerschaften mit der Ukraine"
+        )
+        assert await feeds.site_title(settings, session) == (
+            "Kommunalpartnerschaften mit der Ukraine"
+        )
+
+
+async def test_two_items_with_one_key_import_the_last_and_report_both_lines(sessions):
+    item = {"key": "leipzig-1", "teaser": "Text", "place": "Leipzig", "published": "2024-05-01"}
+    text = "\n".join(
+        json.dumps(line)
+        for line in (
+            {**item, "title": "Erste Fassung"},
+            {**item, "key": "borna-1", "title": "Andere Meldung", "place": "Borna"},
+            {**item, "title": "Zweite Fassung"},
+            {**item, "title": "Dritte Fassung"},
+        )
+    )
+
+    report = await ingest.save(sessions, ingest.parse_ndjson(text))
+
+    assert (report.created, report.updated) == (2, 0)
+    assert [str(d) for d in report.duplicates] == [
+        "line 3: same key 'leipzig-1' as line 1; line 3 is imported, line 1 is not",
+        "line 4: same key 'leipzig-1' as line 3; line 4 is imported, line 3 is not",
+    ]
+    assert sorted(a.title for a in await _all(sessions)) == ["Andere Meldung", "Dritte Fassung"]
+
+
+async def test_json_with_a_lone_surrogate_rejects_that_item_and_keeps_the_others(sessions):
+    text = json.dumps(
+        [
+            {"title": "Gut", "teaser": "Text", "place": "Bonn", "published": "2024-05-01"},
+            {"title": "Schlecht \ud800", "teaser": "T", "place": "Bonn", "published": "2024-05-01"},
+        ]
+    )
+
+    report = await ingest.save(sessions, ingest.parse_json(text))
+
+    assert report.created == 1
+    (rejection,) = report.rejections
+    assert rejection.line == 2 and rejection.reason.startswith("title: ")

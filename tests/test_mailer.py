@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import re
 import ssl
 import subprocess
@@ -187,3 +189,20 @@ def test_subject_is_rfc2047_encoded_and_headers_are_one_line(mail_settings):
     assert subject.startswith("=?utf-8?") and subject.isascii()
     assert str(make_header(decode_header(subject))) == "Test 1 – Übersicht"
     assert "List-Unsubscribe: <https://x.example/abmelden/t>,\r\n <mailto:a@x.example>" in raw
+
+
+def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(settings):
+    message = mailer.compose(
+        settings,
+        to_name="=?utf-8?q?B=C3=BCrgermeister?=",
+        to_address="rathaus@example.org",
+        subject="Betreff",
+        text="Text",
+        html=None,
+        message_id="<1@example.org>",
+        date=datetime(2026, 11, 23, tzinfo=UTC),
+    )
+    raw = mailer.to_bytes(settings, message)
+
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["To"].addresses[0].display_name == "=?utf-8?q?B=C3=BCrgermeister?="

@@ -235,3 +235,19 @@ async def test_openapi_documents_the_admin_api(client):
     spec = (await client.get("/openapi.json")).json()
     assert "/api/articles" in spec["paths"]
     assert "post" in spec["paths"]["/api/articles"]
+
+
+async def test_ukrainian_topics_have_pages_of_their_own(client):
+    for title, topic in (("Aus der Ukraine", "Україна"), ("Aus Kyjiw", "Київ")):
+        article = {**NEW_ARTICLE, "title": title, "teaser": title, "topics": [topic]}
+        assert (await client.post("/api/articles", json=article, headers=AUTH)).status_code == 201
+
+    ukraine = await client.get("/themen/ukraina")
+    kyiv = await client.get("/themen/kyiv")
+    article = await client.get("/artikel/aus-kyjiw")
+
+    assert "Thema: Україна" in ukraine.text and "Aus der Ukraine" in ukraine.text
+    assert "Aus Kyjiw" not in ukraine.text
+    assert "Thema: Київ" in kyiv.text and "Aus Kyjiw" in kyiv.text
+    assert f'href="{BASE_URL}/themen/kyiv"' in article.text
+    assert f'href="{BASE_URL}/feeds/themen/ukraina.atom"' in kyiv.text

@@ -1,0 +1,79 @@
+"""The HTTP APIs fuzzed from their own OpenAPI document (schemathesis): never a 5xx.
+
+The real app serves a fresh SQLite store under uvicorn on a free loopback port (in a
+thread: schemathesis speaks plain blocking HTTP). Every operation of the document, the
+admin API with its token and the public subscription API, gets valid and invalid requests;
+the only check is the one this suite promises: no answer is a server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from service.config import Settings
+
+from .conftest import ADMIN_TOKEN, BASE_URL
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# Bounded so the whole suite stays quick: each operation gets this many valid and as
+# many invalid requests.
+EXAMPLES_PER_OPERATION = 30
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from service.web import create_app
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    app_settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}",
+        base_url=BASE_URL,
+        feeds_dir=folder / "feeds",
+        outbox_dir=folder / "outbox",
+        admin_token=ADMIN_TOKEN,
+    )
+    config = uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=0, log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    started = threading.Event()
+    for _ in range(1000):
+        if server.started or not thread.is_alive():
+            break
+        started.wait(0.01)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _document() -> dict[str, object]:
+    """The app's OpenAPI document, as `/openapi.json` serves it (no store needed)."""
+    from service.web import create_app
+
+    return create_app(Settings(_env_file=None, admin_token=ADMIN_TOKEN)).openapi()
+
+
+schema = schemathesis.openapi.from_dict(_document())
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_fuzzed_request_gets_a_server_error(case, served_app):
+    case.call_and_validate(base_url=served_app, headers=AUTH, checks=[not_a_server_error])
