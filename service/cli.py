@@ -133,6 +133,7 @@ def _with_store(
     except DBAPIError as exc:
         # A database failure is never "input rejected" (exit 1): the transaction that
         # failed was rolled back, and the operator can run the command again.
+        log.debug("database error", exc_info=True)
         reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
         err.print(
             f"[red]database error:[/] {escape(reason)}; the failed transaction was rolled "

@@ -422,14 +422,26 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Apply all Alembic migrations; replicas starting together migrate one at a time."""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    def up_to_date(sync_connection: Any) -> bool:
+        current = MigrationContext.configure(sync_connection).get_current_heads()
+        return set(current) == set(ScriptDirectory.from_config(config).get_heads())
 
     def run(sync_connection: Any) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.attributes["connection"] = sync_connection
         command.upgrade(config, "head")
 
     await check_connection(engine)
+    # Every command starts here: a store already up to date needs no lock, so processes
+    # started together do not queue for the write lock only to find nothing to do.
+    async with engine.connect() as connection:
+        if await connection.run_sync(up_to_date):
+            return
     async with engine.connect() as connection:
         # On SQLite the write lock serializes processes starting together, as the
         # advisory lock does on PostgreSQL.
