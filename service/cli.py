@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import digest, feeds, ingest, mailer, scheduler, store, subscribers, templating
-from service.config import Settings, load_settings
-from service.errors import IngestInputError, PartnerpostError
+from service.config import Settings, load_settings, mask_url
+from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
 
 app = typer.Typer(
     help="partnerpost: feeds and digests of German–Ukrainian municipal partnership news.",
@@ -55,10 +56,10 @@ EXIT_REJECTED = 1
 EXIT_FAILURE = 2
 
 
-def _settings() -> Settings:
+def _settings(**overrides: object) -> Settings:
     """Settings from the environment; also sets up logging as they say."""
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except PartnerpostError as exc:
         err.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
@@ -67,9 +68,16 @@ def _settings() -> Settings:
     return settings
 
 
+class _MaskingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to stderr with the password of any URL in a line (or traceback) masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
+
+
 def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
     """Log lines to stderr: readable text, or one JSON object per line for collectors."""
-    handler = logging.StreamHandler()
+    handler = _MaskingHandler()
     if settings.log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
@@ -94,8 +102,13 @@ def _with_store(
     work: Callable[[AsyncEngine, async_sessionmaker[AsyncSession]], Awaitable[T]],
     *,
     migrate: bool = True,
+    create: bool = False,
 ) -> T:
-    """Run `work` with a migrated store, closing the engine afterwards."""
+    """Run `work` with a migrated store, closing the engine afterwards. Unless `create`,
+    a SQLite database must exist already: a command run in the wrong folder says so
+    instead of creating an empty database there."""
+    if not create:
+        _require_database(settings)
 
     async def run() -> T:
         engine = store.create_engine(settings.database_url)
@@ -113,6 +126,22 @@ def _with_store(
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
+def _require_database(settings: Settings) -> None:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database).resolve()
+    if not path.exists():
+        err.print(
+            f"[red]error:[/] no database at {escape(str(path))} "
+            f"(PARTNERPOST_DATABASE_URL={escape(mask_url(settings.database_url))}, "
+            f"working directory {escape(str(Path.cwd()))}). Run the command where the "
+            "database is, set PARTNERPOST_DATABASE_URL, or create it with "
+            "`partnerpost db upgrade`."
+        )
+        raise typer.Exit(EXIT_FAILURE)
+
+
 @app.callback()
 def _options(
     context: typer.Context,
@@ -121,18 +150,44 @@ def _options(
     context.obj = verbose
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: PARTNERPOST_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: PARTNERPOST_PORT].")
+    ] = None,
 ) -> None:
-    """Serve pages, feeds and the admin API, with the scheduler running."""
+    """Serve pages, feeds and the admin API, with the scheduler running.
+
+    Links follow HOST and PORT unless PARTNERPOST_BASE_URL is set.
+    """
     import uvicorn
 
     from service.web import create_app
 
-    settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    settings = _settings(**given)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+    # Bind before the lifespan starts the scheduler: a port in use must fail before any
+    # feed build or digest run (uvicorn binds only after its lifespan startup).
+    sock = config.bind_socket()
+    # uvicorn re-raises a SIGTERM it handled once it has shut down gracefully; landing in
+    # this handler then makes a requested stop exit 0 (what `docker stop` expects).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @db_app.command("upgrade")
@@ -142,7 +197,7 @@ def db_upgrade() -> None:
     async def work(engine: AsyncEngine, _: async_sessionmaker[AsyncSession]) -> None:
         await store.upgrade(engine)
 
-    _with_store(_settings(), work, migrate=False)
+    _with_store(_settings(), work, migrate=False, create=True)
     out.print("database is up to date")
 
 
@@ -192,10 +247,17 @@ def ingest_command(
     ) -> ingest.IngestReport:
         report = await ingest.save(sessions, parsed, notify=not no_notify)
         if report.changed:
-            await feeds.build_feeds(settings, engine, sessions)
+            try:
+                await feeds.build_feeds(settings, engine, sessions)
+            except FeedsBaseUrlChangedError as exc:
+                err.print(
+                    f"feeds not rebuilt (the running server rebuilds them): {exc}",
+                    style="yellow",
+                    markup=False,
+                )
         return report
 
-    report = _with_store(settings, work)
+    report = _with_store(settings, work, create=True)
     out.print(
         f"{report.created} new, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(report.rejections)} rejected"
@@ -207,14 +269,19 @@ def ingest_command(
 
 
 @feeds_app.command("build")
-def feeds_build() -> None:
+def feeds_build(
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild even if the feeds were built for another URL."),
+    ] = False,
+) -> None:
     """Write all feed files now (only those whose content changed)."""
     settings = _settings()
 
     async def work(
         engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> feeds.BuildReport | None:
-        return await feeds.build_feeds(settings, engine, sessions)
+        return await feeds.build_feeds(settings, engine, sessions, force=force)
 
     report = _with_store(settings, work)
     if report is None:
@@ -513,7 +580,7 @@ def worker() -> None:
             raise typer.Exit(EXIT_FAILURE)
         log.info("worker %s stopped", runner.worker)
 
-    _with_store(settings, work)
+    _with_store(settings, work, create=True)
 
 
 async def _stop_within_grace(settings: Settings, runner: digest.DigestRunner) -> bool:

@@ -221,7 +221,7 @@ class SmtpTransport:
             use_tls=settings.smtp_security == "tls",
             start_tls=True if settings.smtp_security == "starttls" else False,
             username=settings.smtp_username or None,
-            password=settings.smtp_password or None,
+            password=settings.smtp_password.get_secret_value() or None,
             timeout=settings.smtp_timeout,
             cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )

@@ -111,7 +111,7 @@ def _require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    expected: str = request.app.state.settings.admin_token
+    expected = request.app.state.settings.admin_token.get_secret_value()
     token = credentials.credentials if credentials else ""
     if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
         detail = (
