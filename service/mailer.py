@@ -91,8 +91,15 @@ def header_safe(value: str) -> str:
     return _UNSAFE_IN_HEADER.sub(" ", value).strip()
 
 
-def _mailbox(display_name: str, address: str) -> str:
-    return formataddr((header_safe(display_name), address), charset="utf-8")
+def _mailbox(header: str, display_name: str, address: str) -> str | Header:
+    """`Name <address>`; a non-ASCII name becomes encoded-words of at most 75 characters
+    (formataddr makes it one word of any length)."""
+    name = header_safe(display_name)
+    if name.isascii():
+        return formataddr((name, address))
+    mailbox = Header(name, "utf-8", header_name=header)
+    mailbox.append(f"<{address}>", "us-ascii")
+    return mailbox
 
 
 def _text_part(text: str, subtype: str) -> Message:
@@ -101,9 +108,11 @@ def _text_part(text: str, subtype: str) -> Message:
     return part
 
 
-def _text_header(value: str) -> str | Header:
+def _text_header(name: str, value: str) -> str | Header:
+    # header_name: Header counts "Subject: " into the first line; without it the first
+    # encoded-word grows to 77 characters (RFC 2047 allows 75).
     value = header_safe(value)
-    return value if value.isascii() else Header(value, "utf-8")
+    return value if value.isascii() else Header(value, "utf-8", header_name=name)
 
 
 def compose(
@@ -122,13 +131,13 @@ def compose(
     every header value is made one line, so no input can add a header."""
     message: Message[Any, Any] = Message(policy=POLICY)
     from_name, from_address = parseaddr(settings.mail_from)
-    message["From"] = _mailbox(from_name, from_address)
-    message["To"] = _mailbox(to_name, to_address)
-    message["Subject"] = _text_header(subject)
+    message["From"] = _mailbox("From", from_name, from_address)
+    message["To"] = _mailbox("To", to_name, to_address)
+    message["Subject"] = _text_header("Subject", subject)
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id
     for name, value in (extra_headers or {}).items():
-        message[name] = _text_header(value)
+        message[name] = _text_header(name, value)
     message["MIME-Version"] = "1.0"
     message["Content-Type"] = "multipart/alternative"
     message.attach(_text_part(text, "plain"))

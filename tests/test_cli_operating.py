@@ -149,3 +149,26 @@ def test_serve_links_follow_its_port_and_sigterm_exits_0(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_log_lines_never_show_a_database_password(settings, capsys):
+    import logging
+
+    from service.cli import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(settings)
+        url = "postgresql+asyncpg://partnerpost:pw-4711@db:5432/partnerpost"
+        logging.getLogger("service.test").error("cannot connect to %s", url)
+        try:
+            raise ConnectionError(url)
+        except ConnectionError:
+            logging.getLogger("service.test").exception("failed")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    stderr = capsys.readouterr().err
+    assert "postgresql+asyncpg://partnerpost:***@db:5432/partnerpost" in stderr
+    assert "pw-4711" not in stderr
