@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -156,7 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
             await transport.close()
             await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the fastapi-offline package, not a CDN.
+    app = FastAPIOffline(
         title="partnerpost",
         description="Feeds and digests of news about German–Ukrainian municipal partnerships.",
         lifespan=lifespan,
