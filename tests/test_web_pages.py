@@ -113,4 +113,6 @@ async def test_front_page_fits_a_375px_phone_screen(client, tmp_path: Path):
         assert width == PHONE_WIDTH
         # The body has 1rem (16 px) padding: right of the content box nothing is drawn.
         margin = [pixels.getpixel((x, y)) for x in range(width - 12, width) for y in range(height)]
+        text = [pixels.getpixel((x, y)) for x in range(16, width - 16) for y in range(height)]
+    assert min(text) < 100, "no text was drawn at all (no fonts?)"
     assert min(margin) > 200, "something is drawn in the right margin: the page overflows"
