@@ -1,32 +1,48 @@
-# syntax=docker/dockerfile:1
-# partnerpost: build the wheel in one stage, run it from a slim image as a non-root user.
+# partnerpost: install into a virtualenv in a build stage, copy only that virtualenv into
+# the runtime stage, and run as a non-root user.
+#
+# BASE_IMAGE: any Debian-based image with Python 3.11 and its venv module
+# (python:3.11-slim, or one made from Debian packages; see README "Operating").
+# wheelhouse/: if it holds wheels (`pip wheel --wheel-dir wheelhouse . hatchling`), the
+# image is built from them alone, without a package index (offline builds).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS build
-WORKDIR /src
-RUN pip install --no-cache-dir build
-COPY pyproject.toml README.md ./
-COPY service ./service
-COPY templates ./templates
-RUN python -m build --wheel --outdir /dist
+FROM ${BASE_IMAGE} AS build
+COPY wheelhouse/ /wheelhouse/
+COPY pyproject.toml README.md /src/
+COPY service /src/service
+COPY templates /src/templates
+RUN set -eu; \
+    python3 -m venv /opt/partnerpost; \
+    if ls /wheelhouse/*.whl >/dev/null 2>&1; then index="--no-index --find-links /wheelhouse"; \
+    else index=""; fi; \
+    /opt/partnerpost/bin/pip install --no-cache-dir --no-compile $index /src; \
+    /opt/partnerpost/bin/pip uninstall --yes --quiet setuptools pip; \
+    find /opt/partnerpost -name '__pycache__' -prune -exec rm -rf {} +
 
-FROM python:3.11-slim AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 \
+FROM ${BASE_IMAGE} AS runtime
+ENV PATH=/opt/partnerpost/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PARTNERPOST_HOST=0.0.0.0 \
+    PARTNERPOST_PORT=8000 \
     PARTNERPOST_DATABASE_URL=sqlite+aiosqlite:////data/partnerpost.sqlite3 \
     PARTNERPOST_FEEDS_DIR=/app/feeds \
     PARTNERPOST_OUTBOX_DIR=/data/outbox
-RUN groupadd --system partnerpost \
-    && useradd --system --gid partnerpost --home-dir /app --no-create-home partnerpost \
-    && mkdir -p /app/feeds /data \
+RUN groupadd --system --gid 10001 partnerpost \
+    && useradd --system --uid 10001 --gid partnerpost --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin partnerpost \
+    && mkdir -p /app/feeds /data /import \
     && chown partnerpost:partnerpost /app/feeds /data
-COPY --from=build /dist/*.whl /tmp/
-RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
+COPY --from=build /opt/partnerpost /opt/partnerpost
 WORKDIR /app
 USER partnerpost
 VOLUME ["/app/feeds", "/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
-# serve migrates on start; SIGTERM stops it gracefully within PARTNERPOST_SHUTDOWN_GRACE_SECONDS.
+# The port follows PARTNERPOST_PORT (host networking may need another one).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('PARTNERPOST_PORT', '8000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
+# serve migrates on start and, as PID 1, handles SIGTERM itself: it lets the message in
+# flight finish within PARTNERPOST_SHUTDOWN_GRACE_SECONDS and exits 0.
 STOPSIGNAL SIGTERM
-CMD ["partnerpost", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["partnerpost", "serve"]

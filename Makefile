@@ -6,7 +6,7 @@ DEMO := service/demo/kommunalpartnerschaften-ukraine.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest install install-dev golden bench clean
+.PHONY: run test lint typecheck pytest install install-dev golden bench clean container-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,11 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+run: export PARTNERPOST_HOST = $(HOST)
+run: export PARTNERPOST_PORT = $(PORT)
 run: install
 	$(BIN)/partnerpost db upgrade
 	$(BIN)/partnerpost ingest $(DEMO)
-	$(BIN)/partnerpost feeds build
 	$(BIN)/partnerpost serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
@@ -40,6 +41,11 @@ pytest: install-dev
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Build the image on a base image made from Debian packages and run it (needs dockerd,
+# mmdebstrap, docker-compose; see README "Operating"). Not part of `make test`.
+container-test: install-dev
+	$(BIN)/pytest -m container tests/container -p no:cacheprovider $(PYTEST_ARGS)
 
 # Rewrite the expected files in tests/data/ from the current code; review the diff.
 golden: install-dev

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,8 +40,8 @@ from service import (
     subscribers,
     templating,
 )
-from service.config import Settings, load_settings
-from service.errors import IngestInputError, PartnerpostError
+from service.config import Settings, load_settings, mask_url
+from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
 
 app = typer.Typer(
     help="partnerpost: feeds and digests of German–Ukrainian municipal partnership news.",
@@ -68,10 +69,10 @@ EXIT_REJECTED = 1
 EXIT_FAILURE = 2
 
 
-def _settings() -> Settings:
+def _settings(**overrides: object) -> Settings:
     """Settings from the environment; also sets up logging as they say."""
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except PartnerpostError as exc:
         err.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
@@ -86,9 +87,16 @@ def _settings() -> Settings:
     return settings
 
 
+class _MaskingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to stderr with the password of any URL in a line (or traceback) masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
+
+
 def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
     """Log lines to stderr: readable text, or one JSON object per line for collectors."""
-    handler = logging.StreamHandler()
+    handler = _MaskingHandler()
     if settings.log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
@@ -113,8 +121,13 @@ def _with_store(
     work: Callable[[AsyncEngine, async_sessionmaker[AsyncSession]], Awaitable[T]],
     *,
     migrate: bool = True,
+    create: bool = False,
 ) -> T:
-    """Run `work` with a migrated store, closing the engine afterwards."""
+    """Run `work` with a migrated store, closing the engine afterwards. Unless `create`,
+    a SQLite database must exist already: a command run in the wrong folder says so
+    instead of creating an empty database there."""
+    if not create:
+        _require_database(settings)
 
     async def run() -> T:
         engine = store.create_engine(settings.database_url)
@@ -142,6 +155,22 @@ def _with_store(
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
+def _require_database(settings: Settings) -> None:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database).resolve()
+    if not path.exists():
+        err.print(
+            f"[red]error:[/] no database at {escape(str(path))} "
+            f"(PARTNERPOST_DATABASE_URL={escape(mask_url(settings.database_url))}, "
+            f"working directory {escape(str(Path.cwd()))}). Run the command where the "
+            "database is, set PARTNERPOST_DATABASE_URL, or create it with "
+            "`partnerpost db upgrade`."
+        )
+        raise typer.Exit(EXIT_FAILURE)
+
+
 @app.callback()
 def _options(
     context: typer.Context,
@@ -152,16 +181,24 @@ def _options(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: PARTNERPOST_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: PARTNERPOST_PORT].")
+    ] = None,
 ) -> None:
-    """Serve pages, feeds and the admin API, with the scheduler running."""
+    """Serve pages, feeds and the admin API, with the scheduler running.
+
+    Links follow HOST and PORT unless PARTNERPOST_BASE_URL is set.
+    """
     from service import serving
     from service.web import create_app
 
-    settings = _settings()
+    given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    settings = _settings(**given)
     try:
-        settings.check_listen_address(host)
+        settings.check_listen_address(settings.host)
     except PartnerpostError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILURE) from exc
@@ -171,8 +208,8 @@ def serve(
     # client is the right-most address of the chain that is not one of them.
     serving.run(
         create_app(settings),
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
@@ -185,7 +222,7 @@ def db_upgrade() -> None:
     async def work(engine: AsyncEngine, _: async_sessionmaker[AsyncSession]) -> None:
         await store.upgrade(engine)
 
-    _with_store(_settings(), work, migrate=False)
+    _with_store(_settings(), work, migrate=False, create=True)
     out.print("database is up to date")
 
 
@@ -235,10 +272,17 @@ def ingest_command(
     ) -> ingest.IngestReport:
         report = await ingest.save(sessions, parsed, notify=not no_notify)
         if report.changed:
-            await feeds.build_feeds(settings, engine, sessions, wait=True)
+            try:
+                await feeds.build_feeds(settings, engine, sessions, wait=True)
+            except FeedsBaseUrlChangedError as exc:
+                err.print(
+                    f"feeds not rebuilt (the running server rebuilds them): {exc}",
+                    style="yellow",
+                    markup=False,
+                )
         return report
 
-    report = _with_store(settings, work)
+    report = _with_store(settings, work, create=True)
     out.print(
         f"{report.created} new, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(report.rejections)} rejected"
@@ -252,14 +296,19 @@ def ingest_command(
 
 
 @feeds_app.command("build")
-def feeds_build() -> None:
+def feeds_build(
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Rebuild even if the feeds were built for another URL."),
+    ] = False,
+) -> None:
     """Write all feed files now (only those whose content changed)."""
     settings = _settings()
 
     async def work(
         engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> feeds.BuildReport | None:
-        return await feeds.build_feeds(settings, engine, sessions, wait=True)
+        return await feeds.build_feeds(settings, engine, sessions, wait=True, force=force)
 
     report = _with_store(settings, work)
     if report is None:
@@ -661,7 +710,7 @@ def worker() -> None:
             raise typer.Exit(EXIT_FAILURE)
         log.info("worker %s stopped", runner.worker)
 
-    _with_store(settings, work)
+    _with_store(settings, work, create=True)
 
 
 async def _stop_within_grace(

@@ -8,11 +8,19 @@ Imports nothing else from the package.
 from __future__ import annotations
 
 import ipaddress
+import re
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
@@ -36,6 +44,15 @@ DEFAULT_IMPRINT_TEXT = (
     "Stelle ein (PARTNERPOST_IMPRINT_TEXT)."
 )
 
+# Hosts that mean "every interface": not an address a browser can open.
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
+
+
+def mask_url(value: str) -> str:
+    """`value` with the password of any URL in it replaced by `***`."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", value)
+
 
 class Settings(BaseSettings):
     """Validated configuration; each field maps to `PARTNERPOST_<FIELD>`."""
@@ -46,15 +63,24 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///./var/partnerpost.sqlite3",
+        repr=False,  # may hold a password
         description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
-    base_url: AnyHttpUrl = Field(
-        default=AnyHttpUrl("http://127.0.0.1:8000"),
-        description="Public address; every link in feeds and mails starts with it.",
+    base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Public address; every link in feeds and mails starts with it. "
+        "Unset: http://HOST:PORT of the server.",
     )
+    host: str = Field(default="127.0.0.1", description="Address `serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
     feeds_dir: Path = Field(default=Path("./feeds"), description="Where feed files are written.")
-    admin_token: str = Field(
-        default="", description="Bearer token of the admin API; empty disables the admin API."
+    admin_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token of the admin API; empty disables the admin API.",
+    )
+    feed_author: str = Field(
+        default="Kommunalpartnerschaften Ukraine",
+        description="Author named in every feed (Atom requires one).",
     )
     site_title: str = Field(
         default="",
@@ -88,8 +114,8 @@ class Settings(BaseSettings):
         default="development",
         description="production refuses the placeholder secret key.",
     )
-    secret_key: str = Field(
-        default=PLACEHOLDER_SECRET,
+    secret_key: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_SECRET),
         description="Signs confirmation and unsubscribe links; at least 32 characters.",
     )
 
@@ -108,7 +134,7 @@ class Settings(BaseSettings):
         description="CA bundle to verify the relay's certificate (system CAs if unset).",
     )
     smtp_username: str = Field(default="", description="SMTP login; empty sends without.")
-    smtp_password: str = Field(default="", description="SMTP password.")
+    smtp_password: SecretStr = Field(default=SecretStr(""), description="SMTP password.")
     smtp_timeout: float = Field(default=30, gt=0, description="Seconds per SMTP command.")
     smtp_data_timeout: float = Field(
         default=600,
@@ -218,14 +244,16 @@ class Settings(BaseSettings):
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
-                f"{value!r} is not supported: use sqlite+aiosqlite:///PATH "
+                f"{mask_url(value)!r} is not supported: use sqlite+aiosqlite:///PATH "
                 "or postgresql+asyncpg://USER@HOST/DB"
             )
         return value
 
     @field_validator("base_url")
     @classmethod
-    def _no_query(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+    def _no_query(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is None:
+            return None
         if value.query or value.fragment:
             raise ValueError(f"{str(value)!r} must not carry a query or fragment")
         return value
@@ -251,21 +279,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _real_secret_in_production(self) -> Settings:
-        if self.environment == "production" and (
-            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
-        ):
-            raise ValueError(
-                "secret_key: set PARTNERPOST_SECRET_KEY to a random value of at least 32 "
-                "characters in production"
+        secret = self.secret_key.get_secret_value()
+        if self.environment == "production" and (secret == PLACEHOLDER_SECRET or len(secret) < 32):
+            raise _FieldProblem(
+                "secret_key", "must be a random value of at least 32 characters in production"
             )
         if self.dkim_selector and self.dkim_private_key_file is None:
-            raise ValueError("dkim_private_key_file: required when dkim_selector is set")
+            raise _FieldProblem("dkim_private_key_file", "required when dkim_selector is set")
         return self
 
     @property
     def uses_placeholder_secret(self) -> bool:
         """True while links are signed with the key everybody can read in the source."""
-        return self.secret_key == PLACEHOLDER_SECRET
+        return self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
 
     def check_listen_address(self, host: str) -> None:
         """Refuse to serve beyond this machine with the placeholder secret: anyone could
@@ -287,8 +313,14 @@ class Settings(BaseSettings):
 
     @property
     def public_url(self) -> str:
-        """Base URL without a trailing slash, for joining paths onto."""
-        return str(self.base_url).rstrip("/")
+        """Base URL without a trailing slash, for joining paths onto: PARTNERPOST_BASE_URL,
+        else the address `serve` listens on."""
+        if self.base_url is not None:
+            return str(self.base_url).rstrip("/")
+        host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     def link(self, path: str) -> str:
         """Absolute URL of a path on this site."""
@@ -305,13 +337,45 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _FieldProblem(ValueError):
+    """A check across fields that blames one of them (pydantic would blame the whole model)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+SECRET_FIELDS = frozenset(
+    name for name, info in Settings.model_fields.items() if info.annotation is SecretStr
+)
+
+
+def _shown(field: str, value: object) -> str:
+    """A setting's value as an error message may show it: never a secret, no URL password."""
+    if field in SECRET_FIELDS:
+        return "(hidden)"
+    return repr(mask_url(value)) if isinstance(value, str) else repr(value)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (and `.env`), naming the bad variable on error."""
+    """Build settings from the environment (and `.env`), naming the bad variable on error
+    and never showing a secret's value."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, _FieldProblem):
+                problems.append(f"{ENV_PREFIX}{cause.field.upper()}: {cause.reason}")
+                continue
             field = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{ENV_PREFIX}{field.upper()}={error.get('input')!r}: {error['msg']}")
-        raise ConfigurationError("; ".join(problems)) from exc
+            message = mask_url(error["msg"])
+            if field in SECRET_FIELDS:
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+                continue
+            shown = _shown(field, error.get("input"))
+            problems.append(f"{ENV_PREFIX}{field.upper()}={shown}: {message}")
+        # from None: a chained ValidationError would print every input, secrets included.
+        raise ConfigurationError("; ".join(problems)) from None

@@ -46,7 +46,7 @@ class Source:
 
 def keyed_hash(settings: Settings, purpose: str, value: str) -> str:
     """HMAC-SHA256 of `value` under the secret key, separated by purpose; hex."""
-    key = settings.secret_key.encode()
+    key = settings.secret_key.get_secret_value().encode()
     return hmac.new(key, f"{purpose}\0{value}".encode(), hashlib.sha256).hexdigest()
 
 

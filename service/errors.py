@@ -41,3 +41,16 @@ class IngestInputError(PartnerpostError, ValueError):
         self.source = source
         self.reason = reason
         super().__init__(f"cannot read {source!r}: {reason}")
+
+
+class FeedsBaseUrlChangedError(PartnerpostError, ValueError):
+    """The feeds were built for another public URL than this build would write."""
+
+    def __init__(self, recorded: str, current: str) -> None:
+        self.recorded = recorded
+        self.current = current
+        super().__init__(
+            f"the feeds were built for {recorded!r}, this build would link to {current!r}. "
+            "Run it with the server's environment (PARTNERPOST_BASE_URL), or with --force "
+            f"to rebuild every feed for {current!r}"
+        )

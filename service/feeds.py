@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import metrics, store
 from service.config import Settings
+from service.errors import FeedsBaseUrlChangedError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ DEFAULT_TITLE = "Kommunalpartnerschaften mit der Ukraine"
 # XML 1.0 forbids these; stored text should not hold them, but a feed must never break.
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
 BERLIN = ZoneInfo("Europe/Berlin")
+# Site fact: the public URL the current feeds link to.
+BASE_URL_FACT = "feeds_base_url"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -118,6 +121,8 @@ def _generator(settings: Settings, spec: FeedSpec, suffix: str) -> FeedGenerator
     generator.link(href=spec.home_url, rel="alternate", type="text/html")
     generator.language("de")
     generator.generator("partnerpost")
+    # RFC 4287: an entry without atom:author needs one on the feed.
+    generator.author({"name": xml_safe(settings.feed_author)})
     updated = _last_change(spec.articles)
     generator.updated(updated.astimezone(BERLIN))
     generator.lastBuildDate(updated.astimezone(BERLIN))
@@ -177,6 +182,7 @@ def render_json(settings: Settings, spec: FeedSpec) -> bytes:
         "home_page_url": spec.home_url,
         "feed_url": feed_url(settings, spec.stem, ".json"),
         "language": "de",
+        "authors": [{"name": xml_safe(settings.feed_author)}],
         "items": items,
     }
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
@@ -275,20 +281,43 @@ def write_feeds(
     return report
 
 
+async def _check_base_url(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, force: bool
+) -> None:
+    """Refuse (unless `force`) to rewrite feeds built for another public URL."""
+    async with sessions() as session, session.begin():
+        recorded = await store.get_fact(session, BASE_URL_FACT)
+        if recorded == settings.public_url:
+            return
+        if recorded is not None:
+            if not force:
+                raise FeedsBaseUrlChangedError(recorded, settings.public_url)
+            log.warning(
+                "feeds were built for %s; rebuilding them for %s", recorded, settings.public_url
+            )
+        await store.set_fact(session, BASE_URL_FACT, settings.public_url)
+
+
 async def build_feeds(
     settings: Settings,
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     *,
     wait: bool = False,
+    force: bool = False,
 ) -> BuildReport | None:
     """Build all feeds; None when another process is building them right now, or, with
-    `wait`, after it has finished (so the build sees what the caller just stored)."""
+    `wait`, after it has finished (so the build sees what the caller just stored).
+
+    Raises `FeedsBaseUrlChangedError` when the feeds were built for another public URL,
+    unless `force` (the server's own builds force: its settings are the live ones).
+    """
     started = time.perf_counter()
     async with store.exclusive(engine, "feeds", wait=wait) as acquired:
         if not acquired:
             log.info("feed build skipped: another process holds the feeds lock")
             return None
+        await _check_base_url(settings, sessions, force=force)
         async with sessions() as session:
             specs = await feed_specs(settings, session)
         report = write_feeds(settings, specs, prune=(TOPICS_DIR, MUNICIPALITIES_DIR))

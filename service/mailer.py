@@ -131,17 +131,25 @@ def wire_address(address: str) -> WireAddress:
     return WireAddress(f"{parts.local_part}@{parts.ascii_domain}", parts.smtputf8)
 
 
-def _mailbox(display_name: str, address: str) -> str:
+_STAND_IN = "stand-in@invalid"
+
+
+def _mailbox(header: str, display_name: str, address: str) -> str | Header:
+    """`Name <address>` with the address in its wire form (`wire_address`); a non-ASCII
+    name, or one that looks like an encoded-word, becomes encoded-words of at most 75
+    characters (formataddr makes it one word of any length)."""
     name = header_safe(display_name)
     wire = wire_address(address).address
-    if "=?" in name:  # would be read as an encoded-word; encoded, it reads as itself
-        return f"{Header(name, 'utf-8').encode()} <{wire}>"
-    # formataddr encodes a non-ASCII display name (RFC 2047) but refuses a non-ASCII
-    # address, so it formats a stand-in that the wire form then replaces.
-    stand_in = "stand-in@invalid"
-    formatted = formataddr((name, stand_in), charset="utf-8")
-    head, _, tail = formatted.rpartition(stand_in)
-    return head + wire + tail
+    if name.isascii() and "=?" not in name:
+        # formataddr quotes the name as needed but refuses a non-ASCII address, so it
+        # formats a stand-in that the wire form (UTF-8 under SMTPUTF8) then replaces.
+        head, _, tail = formataddr((name, _STAND_IN)).rpartition(_STAND_IN)
+        return head + wire + tail
+    mailbox = Header(name, "utf-8", header_name=header)
+    if wire.isascii():
+        mailbox.append(f"<{wire}>", "us-ascii")
+        return mailbox
+    return f"{mailbox.encode()} <{wire}>"
 
 
 def _text_part(text: str, subtype: str) -> Message:
@@ -150,9 +158,11 @@ def _text_part(text: str, subtype: str) -> Message:
     return part
 
 
-def _text_header(value: str) -> str | Header:
+def _text_header(name: str, value: str) -> str | Header:
+    # header_name: Header counts "Subject: " into the first line; without it the first
+    # encoded-word grows to 77 characters (RFC 2047 allows 75).
     value = header_safe(value)
-    return value if value.isascii() else Header(value, "utf-8")
+    return value if value.isascii() else Header(value, "utf-8", header_name=name)
 
 
 def compose(
@@ -171,13 +181,13 @@ def compose(
     every header value is made one line, so no input can add a header."""
     message: Message[Any, Any] = Message(policy=POLICY)
     from_name, from_address = parseaddr(settings.mail_from)
-    message["From"] = _mailbox(from_name, from_address)
-    message["To"] = _mailbox(to_name, to_address)
-    message["Subject"] = _text_header(subject)
+    message["From"] = _mailbox("From", from_name, from_address)
+    message["To"] = _mailbox("To", to_name, to_address)
+    message["Subject"] = _text_header("Subject", subject)
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id
     for name, value in (extra_headers or {}).items():
-        message[name] = _text_header(value)
+        message[name] = _text_header(name, value)
     message["MIME-Version"] = "1.0"
     message["Content-Type"] = "multipart/alternative"
     message.attach(_text_part(text, "plain"))
@@ -285,7 +295,7 @@ class SmtpTransport:
             use_tls=settings.smtp_security == "tls",
             start_tls=True if settings.smtp_security == "starttls" else False,
             username=settings.smtp_username or None,
-            password=settings.smtp_password or None,
+            password=settings.smtp_password.get_secret_value() or None,
             timeout=settings.smtp_timeout,
             cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )

@@ -53,7 +53,9 @@ class FeedRefresher:
             version = await self._version()
             if not force and version == self._built_version:
                 return None
-            report = await feeds.build_feeds(self._settings, self._engine, self._sessions)
+            report = await feeds.build_feeds(
+                self._settings, self._engine, self._sessions, force=True
+            )
             if report is not None:
                 self._built_version = version
                 self.last_build = datetime.now(UTC)

@@ -37,7 +37,10 @@ def run(app: Any, *, host: str, port: int, **options: Any) -> None:
     """Serve `app` until a stop signal; exits like uvicorn (3) when the app cannot start.
     `options` go to uvicorn's Config (proxy headers, for instance)."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, **options)
+    # Bind before the lifespan starts the scheduler: a port in use must fail before any
+    # feed build or digest run (uvicorn binds only after its lifespan startup).
+    sock = config.bind_socket()
     server = _Server(config)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)

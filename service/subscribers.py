@@ -176,9 +176,10 @@ class Tokens:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._confirm = URLSafeTimedSerializer(settings.secret_key, salt="confirm")
-        self._unsubscribe = URLSafeSerializer(settings.secret_key, salt="unsubscribe")
-        self._preferences = URLSafeSerializer(settings.secret_key, salt="preferences")
+        secret = settings.secret_key.get_secret_value()
+        self._confirm = URLSafeTimedSerializer(secret, salt="confirm")
+        self._unsubscribe = URLSafeSerializer(secret, salt="unsubscribe")
+        self._preferences = URLSafeSerializer(secret, salt="preferences")
 
     def _fingerprint(self, email: str) -> str:
         return consent.keyed_hash(self._settings, "address", email.lower())[:16]

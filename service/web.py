@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,7 +118,7 @@ def _require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    expected: str = request.app.state.settings.admin_token
+    expected = request.app.state.settings.admin_token.get_secret_value()
     token = credentials.credentials if credentials else ""
     if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
         detail = (
@@ -168,7 +169,8 @@ def create_app(settings: Settings) -> FastAPI:
             await transport.close()
             await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the fastapi-offline package, not a CDN.
+    app = FastAPIOffline(
         title="partnerpost",
         description="Feeds and digests of news about German–Ukrainian municipal partnerships.",
         lifespan=lifespan,

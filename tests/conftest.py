@@ -17,6 +17,7 @@ import asyncpg
 import hypothesis
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import store
@@ -255,7 +256,7 @@ def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
             "smtp_port": smtp_server.port,
             "smtp_timeout": 5,
             "mail_from": "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
-            "secret_key": "test-secret-key-0123456789abcdefghijkl",
+            "secret_key": SecretStr("test-secret-key-0123456789abcdefghijkl"),
             "digest_retry_base_seconds": 0,
         }
     )

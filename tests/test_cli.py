@@ -30,8 +30,8 @@ def _env(settings: Settings) -> dict[str, str]:
     env.update(
         PARTNERPOST_DATABASE_URL=settings.database_url,
         PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
-        PARTNERPOST_BASE_URL=str(settings.base_url),
-        PARTNERPOST_ADMIN_TOKEN=settings.admin_token,
+        PARTNERPOST_BASE_URL=settings.public_url,
+        PARTNERPOST_ADMIN_TOKEN=settings.admin_token.get_secret_value(),
     )
     return env
 

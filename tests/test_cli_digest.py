@@ -26,7 +26,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         PARTNERPOST_SMTP_HOST=settings.smtp_host,
         PARTNERPOST_SMTP_PORT=str(settings.smtp_port),
         PARTNERPOST_MAIL_FROM=settings.mail_from,
-        PARTNERPOST_SECRET_KEY=settings.secret_key,
+        PARTNERPOST_SECRET_KEY=settings.secret_key.get_secret_value(),
         PARTNERPOST_DIGEST_RETRY_BASE_SECONDS="0",
         PARTNERPOST_OUTBOX_DIR=str(settings.feeds_dir.parent / "outbox"),
     )

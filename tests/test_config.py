@@ -17,7 +17,7 @@ def test_defaults_serve_the_embedded_setup(monkeypatch):
     assert settings.database_url == "sqlite+aiosqlite:///./var/partnerpost.sqlite3"
     assert settings.public_url == "http://127.0.0.1:8000"
     assert settings.feeds_dir == Path("feeds")
-    assert settings.admin_token == ""
+    assert settings.admin_token.get_secret_value() == ""
 
 
 def test_environment_variables_with_prefix_are_read(monkeypatch):
@@ -51,3 +51,46 @@ def test_bad_values_name_the_variable_and_value(monkeypatch, variable, value, me
     with pytest.raises(ConfigurationError, match=message.replace("?", r"\?")) as error:
         load_settings(_env_file=None)
     assert variable in str(error.value)
+
+
+def test_configuration_error_names_the_variable_and_hides_every_secret(monkeypatch):
+    monkeypatch.setenv("PARTNERPOST_ENVIRONMENT", "production")
+    monkeypatch.setenv("PARTNERPOST_ADMIN_TOKEN", "admin-token-value-4711")
+    monkeypatch.setenv("PARTNERPOST_SMTP_PASSWORD", "smtp-password-value-4711")
+    monkeypatch.setenv("PARTNERPOST_SECRET_KEY", "too-short-secret-4711")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(_env_file=None)
+    message = str(error.value)
+    assert message.startswith("PARTNERPOST_SECRET_KEY: ")
+    assert "4711" not in message
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_database_url_password_is_never_echoed(monkeypatch):
+    monkeypatch.setenv(
+        "PARTNERPOST_DATABASE_URL", "mysql://partnerpost:db-pass-4711@db/partnerpost"
+    )
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(_env_file=None)
+    assert "db-pass-4711" not in str(error.value)
+    assert "mysql://partnerpost:***@db/partnerpost" in str(error.value)
+
+
+def test_secrets_do_not_show_in_the_settings_repr(monkeypatch):
+    monkeypatch.setenv("PARTNERPOST_ADMIN_TOKEN", "admin-token-value-4711")
+    monkeypatch.setenv("PARTNERPOST_SMTP_PASSWORD", "smtp-password-value-4711")
+    monkeypatch.setenv("PARTNERPOST_DATABASE_URL", "postgresql+asyncpg://pp:db-pass-4711@db/pp")
+    settings = load_settings(_env_file=None)
+    assert "4711" not in repr(settings)
+    assert settings.admin_token.get_secret_value() == "admin-token-value-4711"
+
+
+def test_public_url_follows_host_and_port_unless_base_url_is_set(monkeypatch):
+    monkeypatch.delenv("PARTNERPOST_BASE_URL", raising=False)
+    monkeypatch.setenv("PARTNERPOST_PORT", "8300")
+    assert load_settings(_env_file=None).link("feeds/artikel.xml") == (
+        "http://127.0.0.1:8300/feeds/artikel.xml"
+    )
+    assert load_settings(_env_file=None, host="0.0.0.0").public_url == "http://127.0.0.1:8300"
+    monkeypatch.setenv("PARTNERPOST_BASE_URL", "https://news.example.org/")
+    assert load_settings(_env_file=None).public_url == "https://news.example.org"

@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
+from pydantic import SecretStr
 
 from service import confirmations, mailer, store, subscribers
 
@@ -57,7 +58,7 @@ async def test_confirmation_mail_arrives_once_the_relay_is_back(settings, engine
             "smtp_port": port,
             "smtp_timeout": 5,
             "mail_from": "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
-            "secret_key": "test-secret-key-0123456789abcdefghijkl",
+            "secret_key": SecretStr("test-secret-key-0123456789abcdefghijkl"),
             "digest_retry_base_seconds": 1,  # next attempts after 1, 2, 4 ... seconds
             "confirmation_send_seconds": 1,
         }

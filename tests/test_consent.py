@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import itsdangerous
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from service import consent, digest, ingest, mailer, store, subscribers
@@ -200,7 +201,7 @@ async def test_consent_records_when_which_form_text_and_only_a_hash_of_the_clien
     assert "127.0.0.1" not in await _stored_text(sessions)
     # keyed: the hash of the address without the secret key is something else
     assert client_hash != consent.client_hash(
-        mail_settings.model_copy(update={"secret_key": "x" * 40}), "127.0.0.1"
+        mail_settings.model_copy(update={"secret_key": SecretStr("x" * 40)}), "127.0.0.1"
     )
 
 
@@ -226,7 +227,7 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
     env.update(
         PARTNERPOST_DATABASE_URL=settings.database_url,
-        PARTNERPOST_SECRET_KEY=settings.secret_key,
+        PARTNERPOST_SECRET_KEY=settings.secret_key.get_secret_value(),
         PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
     )
     return subprocess.run(
@@ -376,9 +377,9 @@ async def test_unsubscribe_links_in_mails_sent_before_still_work(
     await client.post(await _request(client, smtp_server))
     async with sessions() as session:
         address = await store.address_by_email(session, EMAIL)
-    legacy = itsdangerous.URLSafeSerializer(mail_settings.secret_key, salt="unsubscribe").dumps(
-        {"a": address.id, "e": address.email}
-    )
+    legacy = itsdangerous.URLSafeSerializer(
+        mail_settings.secret_key.get_secret_value(), salt="unsubscribe"
+    ).dumps({"a": address.id, "e": address.email})
 
     answer = await client.post(f"/abmelden/{legacy}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -157,6 +158,29 @@ async def test_raw_list_unsubscribe_header_is_folded_only_between_entries(
         line.strip().startswith("<") and line.strip().rstrip(",").endswith(">") for line in lines
     )
     assert "=?" not in header.group(0)
+
+
+async def test_raw_headers_keep_encoded_words_within_75_characters(
+    mail_settings, smtp_server, engine, sessions
+):
+    """RFC 2047 2: an encoded-word is at most 75 characters; the weekly Subject made 77."""
+    name = "Große Kreisstadt Weißenfels an der Saale – Städtepartnerschaft Kamʼjanske"
+    await _demo(sessions)
+    await _subscribe(sessions, name, "rathaus@weissenfels.example")
+    await _run(mail_settings, engine, sessions, next_monday_8am())
+
+    (received,) = smtp_server.handler.received
+    head = received.data.split(b"\r\n\r\n", 1)[0]
+    words = re.findall(rb"=\?[^?]+\?[bBqQ]\?[^?]*\?=", head)
+    assert len(words) >= 3
+    assert max(len(word) for word in words) <= 75, words
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"=?" in line)
+    # decode_header follows RFC 2047 6.2 (no space between adjacent encoded-words); the
+    # address parser of email.policy.default inserts one there.
+    raw_to = re.search(rb"^To: (.*?)\r\n(?=\S)", head, re.MULTILINE | re.DOTALL).group(1)
+    decoded = str(make_header(decode_header(raw_to.decode("ascii"))))
+    assert decoded == f"{name} <rathaus@weissenfels.example>"
+    assert received.message["Subject"].startswith("Kommunalpartnerschaften Ukraine – Wochen")
 
 
 # --- what a period carries ------------------------------------------------------------------

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from lxml import etree
 
 from service import feeds, ingest, store
 from service.config import Settings
+from service.errors import FeedsBaseUrlChangedError
 
 from .conftest import BASE_URL
 from .test_ingest import DEMO_ARTICLES, DEMO_TEXT
@@ -296,3 +298,31 @@ async def test_a_listing_heading_of_control_characters_does_not_break_the_feeds(
     await feeds.build_feeds(settings, engine, sessions)
 
     assert _parse(settings.feeds_dir / "artikel.atom").feed.title == feeds.DEFAULT_TITLE
+
+
+async def test_atom_feeds_name_an_author_for_their_entries(sessions, settings, engine):
+    """RFC 4287 4.1.1: an entry without atom:author needs one on its feed."""
+    await _demo(sessions, settings, engine)
+    for path in settings.feeds_dir.rglob("*.atom"):
+        root = etree.fromstring(path.read_bytes())
+        ns = {"a": "http://www.w3.org/2005/Atom"}
+        entries = root.findall("a:entry", ns)
+        assert entries
+        assert root.findtext("a:author/a:name", namespaces=ns) == settings.feed_author
+        assert all(e.find("a:author", ns) is None for e in entries)
+    document = json.loads((settings.feeds_dir / "artikel.json").read_text(encoding="utf-8"))
+    assert document["authors"] == [{"name": settings.feed_author}]
+
+
+async def test_feeds_record_their_base_url_and_refuse_another_without_force(
+    sessions, settings, engine
+):
+    await _demo(sessions, settings, engine)
+    moved = settings.model_copy(update={"base_url": None, "port": 8300})
+    with pytest.raises(FeedsBaseUrlChangedError) as error:
+        await feeds.build_feeds(moved, engine, sessions)
+    assert (error.value.recorded, error.value.current) == (BASE_URL, "http://127.0.0.1:8300")
+    assert BASE_URL in (settings.feeds_dir / "artikel.atom").read_text()
+    await feeds.build_feeds(moved, engine, sessions, force=True)
+    assert "http://127.0.0.1:8300/artikel/" in (settings.feeds_dir / "artikel.atom").read_text()
+    await feeds.build_feeds(moved, engine, sessions)  # now recorded: no refusal

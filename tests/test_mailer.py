@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dkim
 import pytest
+from pydantic import SecretStr
 
 from service import mailer
 from service.config import Settings
@@ -141,7 +142,7 @@ async def test_starttls_with_login(mail_settings, tmp_path: Path):
             "smtp_security": "starttls",
             "smtp_ca_file": cert,
             "smtp_username": "partnerpost",
-            "smtp_password": "geheim",
+            "smtp_password": SecretStr("geheim"),
         }
     )
     transport = mailer.SmtpTransport(settings)

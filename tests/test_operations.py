@@ -27,29 +27,56 @@ def _variables() -> list[str]:
     return [f"PARTNERPOST_{name.upper()}" for name in Settings.model_fields]
 
 
-def test_compose_file_follows_the_compose_specification():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+def _compose(name: str = "docker-compose.yml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+
+
+def _compose_schema() -> jsonschema.Draft201909Validator:
     schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
-
     # The file names draft 2019-09 as `.../schema#`, which jsonschema does not look up.
-    jsonschema.Draft201909Validator(schema).validate(compose)
+    return jsonschema.Draft201909Validator(schema)
 
-    services = compose["services"]
-    assert set(services) == {"app", "worker", "db", "mail"}
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.dev.yml"])
+def test_compose_files_follow_the_compose_specification(name):
+    _compose_schema().validate(_compose(name))
+
+
+def test_production_compose_file_takes_partnerpost_settings_from_dotenv_only():
+    """`environment:` overrides `.env`: SMTP set there must not be overridden (it once sent
+    everything to the development mail catcher)."""
+    services = _compose()["services"]
+    assert set(services) == {"app", "worker", "db"}
+    for name in ("app", "worker"):
+        service = services[name]
+        assert service["env_file"] == ".env"
+        assert set(service["environment"]) == {"PARTNERPOST_DATABASE_URL"}
+        assert "./import:/import:ro" in service["volumes"]
     assert services["app"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["worker"]["command"] == ["partnerpost", "worker"]
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
-    assert services["mail"]["image"].startswith("axllent/mailpit")
-    assert services["app"]["environment"]["PARTNERPOST_SMTP_HOST"] == "mail"
-    assert "pgdata" in compose["volumes"]
+    assert "pgdata" in _compose()["volumes"]
+
+
+def test_published_ports_are_bound_to_loopback():
+    for name in ("docker-compose.yml", "docker-compose.dev.yml"):
+        for service in _compose(name)["services"].values():
+            for port in service.get("ports", []):
+                assert port.startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_mail_catcher_is_only_in_the_development_file():
+    dev = _compose("docker-compose.dev.yml")["services"]
+    assert dev["mail"]["image"].startswith("axllent/mailpit")
+    assert dev["app"]["environment"]["PARTNERPOST_SMTP_HOST"] == "mail"
+    assert "mailpit" not in (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
 
 
 def test_compose_file_with_an_error_is_caught_by_the_schema():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+    compose = _compose()
     compose["services"]["app"]["depends_on"]["db"]["condition"] = "when_ready"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft201909Validator(schema).validate(compose)
+        _compose_schema().validate(compose)
 
 
 def test_every_variable_the_app_reads_is_documented():
@@ -63,15 +90,27 @@ def test_every_variable_the_app_reads_is_documented():
     assert set(re.findall(r"PARTNERPOST_[A-Z_]+", compose)) <= set(_variables())
 
 
-def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root():
+def test_dockerfile_takes_its_base_image_as_argument_and_runs_a_virtualenv_as_non_root():
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", dockerfile, re.MULTILINE)
     stages = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
-    assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
-    assert "python -m build --wheel" in dockerfile
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    assert "python3 -m venv /opt/partnerpost" in dockerfile
+    assert "--no-index --find-links /wheelhouse" in dockerfile
+    assert "COPY --from=build /opt/partnerpost /opt/partnerpost" in dockerfile
     assert re.search(r"^USER partnerpost$", dockerfile, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.MULTILINE)
-    assert 'CMD ["partnerpost", "serve"' in dockerfile
+    assert 'CMD ["partnerpost", "serve"]' in dockerfile
     assert 'VOLUME ["/app/feeds", "/data"]' in dockerfile
+
+
+def test_build_context_leaves_out_secrets_the_database_and_the_virtualenv():
+    """No .dockerignore sent .venv, var/partnerpost.sqlite3 and .env to the builder."""
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*"  # everything is left out unless let in by name below
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "service", "templates", "wheelhouse"}
 
 
 def test_built_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path):

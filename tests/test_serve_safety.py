@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from service import store, subscribers
 from service.config import PLACEHOLDER_SECRET, Settings
@@ -97,7 +98,7 @@ async def test_link_tokens_never_reach_the_access_log(settings, sessions):
         address = await store.add_address(
             session, subscriber, "rathaus@leipzig.de", store.AddressStatus.ACTIVE
         )
-    tokens = subscribers.Tokens(settings.model_copy(update={"secret_key": SECRET}))
+    tokens = subscribers.Tokens(settings.model_copy(update={"secret_key": SecretStr(SECRET)}))
     unsubscribe, preferences = tokens.unsubscribe(address), tokens.preferences(address)
 
     with serve(settings) as served:

@@ -8,6 +8,7 @@ import time
 import httpx
 import itsdangerous
 import pytest
+from pydantic import SecretStr
 
 from service import confirmations, mailer, store, subscribers
 
@@ -156,7 +157,9 @@ async def test_forged_expired_and_foreign_tokens_are_refused(client, sessions, m
     good = tokens.unsubscribe(leipzig)
     forged = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
     other_key = subscribers.Tokens(
-        mail_settings.model_copy(update={"secret_key": "another-secret-key-0123456789abcdef"})
+        mail_settings.model_copy(
+            update={"secret_key": SecretStr("another-secret-key-0123456789abcdef")}
+        )
     ).unsubscribe(leipzig)
     swapped = itsdangerous.URLSafeSerializer("wrong", salt="unsubscribe").dumps(
         {"a": borna.id, "e": leipzig.email}
@@ -178,7 +181,7 @@ async def test_forged_expired_and_foreign_tokens_are_refused(client, sessions, m
             return int(time.time()) - 4 * 24 * 3600
 
     expired = itsdangerous.URLSafeTimedSerializer(
-        mail_settings.secret_key, salt="confirm", signer=Past
+        mail_settings.secret_key.get_secret_value(), salt="confirm", signer=Past
     ).dumps({"c": record.id, "n": record.nonce})
     confirm_as_unsubscribe = tokens.confirm(record)
 
