@@ -55,7 +55,7 @@ async def test_an_unreachable_relay_exits_2_and_says_nothing_could_be_delivered(
 
     assert code == 2, out + err
     last = _last_line(out)
-    assert last.startswith("sent 0, skipped 0, failed 0, retrying 4 "), last
+    assert last.startswith("sent 0, skipped 0, failed 0, retrying 4, uncertain 0 "), last
     assert "nothing could be delivered" in last
     assert "Traceback" not in err
 
@@ -77,7 +77,7 @@ async def test_rows_out_of_attempts_count_once_each_as_failed(mail_settings, smt
 
     assert code == 1, out
     last = _last_line(out)
-    assert last.startswith("sent 0, skipped 0, failed 3, retrying 0 "), last
+    assert last.startswith("sent 0, skipped 0, failed 3, retrying 0, uncertain 0 "), last
     assert "3 digest(s) failed permanently" in last
 
 
@@ -94,7 +94,7 @@ async def test_a_row_retried_within_the_run_counts_once_as_sent(
     )
 
     assert code == 0, out + err
-    assert _last_line(out).startswith("sent 2, skipped 0, failed 0, retrying 0 ")
+    assert _last_line(out).startswith("sent 2, skipped 0, failed 0, retrying 0, uncertain 0 ")
     assert smtp_server.handler.attempts == 4
     assert sorted(r.recipients[0] for r in smtp_server.handler.received) == emails
 
@@ -118,6 +118,6 @@ async def test_a_permanently_failed_row_exits_1_and_is_named_in_the_last_line(
 
     assert code == 1, out
     last = _last_line(out)
-    assert last.startswith("sent 2, skipped 1, failed 1, retrying 0 "), last
+    assert last.startswith("sent 2, skipped 1, failed 1, retrying 0, uncertain 0 "), last
     assert "1 digest(s) failed permanently" in last
     assert len(smtp_server.handler.received) == 2
