@@ -94,7 +94,7 @@ def header_safe(value: str) -> str:
 def _mailbox(display_name: str, address: str) -> str:
     name = header_safe(display_name)
     if "=?" in name:  # would be read as an encoded-word; encoded, it reads as itself
-        return f"{Header(name, 'utf-8').encode()} <{address}>"
+        return f"{Charset('utf-8').header_encode(name)} <{address}>"  # as formataddr does
     return formataddr((name, address), charset="utf-8")
 
 
