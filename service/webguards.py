@@ -66,9 +66,10 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 async def unreadable(request: Request, exc: Exception) -> JSONResponse:
     """400: a body FastAPI could not parse at all (e.g. JSON nested beyond Python's limit)."""
     detail = exc.detail if isinstance(exc, HTTPException) else "bad request"
+    headers = exc.headers if isinstance(exc, HTTPException) else None
     if request.url.path.startswith(PUBLIC_API):
         detail = "Die Anfrage ist kein lesbares JSON-Dokument."
-    return JSONResponse({"detail": detail}, status_code=400)
+    return JSONResponse({"detail": detail}, status_code=400, headers=headers)
 
 
 async def too_large(request: Request, exc: Exception) -> JSONResponse:
