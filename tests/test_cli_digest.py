@@ -83,6 +83,7 @@ async def test_import_run_and_rerun_by_hand(mail_settings, smtp_server, tmp_path
 
 
 async def test_subscribers_add_list_remove(mail_settings, smtp_server):
+    assert (await cli(mail_settings, "db", "upgrade"))[0] == 0  # add creates no database
     code, out, _ = await cli(
         mail_settings,
         "subscribers",
@@ -232,6 +233,7 @@ async def test_worker_catches_up_a_missed_period_once_and_stops_on_sigterm(
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_at_without_offset_is_berlin_time_and_bad_at_is_refused(mail_settings, smtp_server):
+    assert (await cli(mail_settings, "db", "upgrade"))[0] == 0  # digest run creates none
     bad = await cli(mail_settings, "digest", "run", "--at", "nächsten Montag")
     assert bad[0] == 2 and "no ISO 8601" in bad[2]
     code, out, _ = await cli(mail_settings, "digest", "run", "--at", "2026-11-23T07:00")
