@@ -243,6 +243,7 @@ EXCEL_ROWS = "name,email,partner\nStadt Görlitz,rathaus@goerlitz.example.org,Ts
     ids=["excel-csv-cp1252", "excel-csv-utf8-bom", "utf8"],
 )
 def test_subscribers_import_reads_what_excel_saves(settings, tmp_path, encoded, note):
+    assert run(settings, "db", "upgrade").returncode == 0  # import creates no database
     table = tmp_path / "kommunen.csv"
     table.write_bytes(encoded)
 
@@ -259,6 +260,7 @@ def test_subscribers_import_reads_what_excel_saves(settings, tmp_path, encoded, 
 
 @sqlite_only
 def test_subscribers_import_takes_the_encoding_it_is_told(settings, tmp_path):
+    assert run(settings, "db", "upgrade").returncode == 0  # import creates no database
     table = tmp_path / "kommunen.csv"
     table.write_bytes(EXCEL_ROWS.encode("cp1252"))
 
@@ -279,6 +281,7 @@ def test_subscribers_import_takes_the_encoding_it_is_told(settings, tmp_path):
 
 @sqlite_only
 def test_subscribers_import_of_an_unreadable_csv_exits_2_and_imports_nothing(settings, tmp_path):
+    assert run(settings, "db", "upgrade").returncode == 0  # import creates no database
     table = tmp_path / "kommunen.csv"
     huge_field = "x" * 200_000
     table.write_text(
