@@ -69,6 +69,12 @@ def _document() -> dict[str, object]:
 schema = schemathesis.openapi.from_dict(_document())
 
 
+# schemathesis's own strategies for some schemas draw from `random`; hypothesis warns about
+# that inside the test, which would otherwise fail it (the warning is not about our code).
+@pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
