@@ -705,6 +705,7 @@ def worker() -> None:
             jobs.pause()  # no new runs; the one going may finish its message
             finished = await _stop_within_grace(settings, runner, sender)
             jobs.shutdown(wait=False)
+            await refresher.wait_idle()
             await transport.close()
         if not finished:
             raise typer.Exit(EXIT_FAILURE)

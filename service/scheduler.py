@@ -47,6 +47,12 @@ class FeedRefresher:
         async with self._sessions() as session:
             return await store.feeds_version(session)
 
+    async def wait_idle(self) -> None:
+        """Wait for a build in progress, so it is done before its engine is closed (a job
+        that outlives `shutdown(wait=False)` would leave a connection behind)."""
+        async with self._lock:
+            return
+
     async def refresh(self, *, force: bool = False) -> feeds.BuildReport | None:
         """Build the feeds if stale (or `force`); None when nothing was built."""
         async with self._lock:

@@ -165,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
                 except TimeoutError:
                     log.error("digest run did not stop within the grace period")
                 app.state.scheduler.shutdown(wait=False)
+                await app.state.refresher.wait_idle()
         finally:
             await transport.close()
             await engine.dispose()
