@@ -40,8 +40,10 @@ from service import (
     subscribers,
     templating,
 )
+from service.clock import BERLIN
 from service.config import Settings, load_settings, mask_url
 from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
+from service.text import describe_validation_error
 
 app = typer.Typer(
     help="partnerpost: feeds and digests of German–Ukrainian municipal partnership news.",
@@ -408,7 +410,7 @@ def subscribers_add(
             topics=topic or [],
         )
     except ValidationError as exc:
-        err.print(f"[red]invalid:[/] {escape(subscribers.describe(exc))}")
+        err.print(f"[red]invalid:[/] {escape(describe_validation_error(exc, 'row'))}")
         raise typer.Exit(EXIT_FAILURE) from exc
 
     async def work(_: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> bool:
@@ -576,7 +578,7 @@ def _parse_at(value: str | None) -> datetime:
     except ValueError as exc:
         err.print(f"[red]error:[/] --at {value!r} is no ISO 8601 date or time")
         raise typer.Exit(EXIT_FAILURE) from exc
-    return moment.replace(tzinfo=digest.BERLIN) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=BERLIN) if moment.tzinfo is None else moment
 
 
 AtOption = Annotated[

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import css_inline
 from apscheduler.triggers.cron import CronTrigger
@@ -28,12 +27,12 @@ from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import consent, feeds, mailer, metrics, outcomes, store, templating
+from service.clock import BERLIN
 from service.config import Settings
 from service.subscribers import Tokens
 
 log = logging.getLogger(__name__)
 
-BERLIN = ZoneInfo("Europe/Berlin")
 LIST_NAME = "Kommunalpartnerschaften Ukraine"
 _LOOKBACK = timedelta(days=70)  # covers two period ends of any frequency
 # Stand-ins for what differs per address, replaced after the shared part is rendered.

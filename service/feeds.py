@@ -17,7 +17,6 @@ import html
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,14 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from feedgen.feed import FeedGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import metrics, store
+from service.clock import BERLIN
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
+from service.text import XML_FORBIDDEN
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,13 @@ FORMATS = {
 }
 DEFAULT_TITLE = "Kommunalpartnerschaften mit der Ukraine"
 # XML 1.0 forbids these; stored text should not hold them, but a feed must never break.
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
-BERLIN = ZoneInfo("Europe/Berlin")
 # Site fact: the public URL the current feeds link to.
 BASE_URL_FACT = "feeds_base_url"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def xml_safe(value: str) -> str:
-    return _XML_FORBIDDEN.sub("", value)
+    return XML_FORBIDDEN.sub("", value)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
-from zoneinfo import ZoneInfo
 
 import nh3
 from babel.dates import get_month_names
@@ -36,17 +35,16 @@ from pydantic import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import slugs, store
+from service.clock import BERLIN
 from service.errors import IngestInputError
+from service.text import CONTROL_CHARS, describe_validation_error, no_control_chars, single_line
 
-BERLIN = ZoneInfo("Europe/Berlin")
 MAX_TITLE = 300
 MAX_TEASER = 5_000
 MAX_CAPTION = 500
 MAX_BODY = 200_000
 # A caption or title is a line or two; anything longer is a teaser that lost its date line.
 _SHORT_PARAGRAPH = 250
-# XML 1.0 forbids these; they never come from a real editor and break every feed reader.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _MONTHS = {
     name.lower(): number
     for locale in ("de", "de_AT")
@@ -59,26 +57,12 @@ _DATELINE = re.compile(
 )
 
 
-def _no_control_chars(value: str) -> str:
-    match = _CONTROL_CHARS.search(value)
-    if match:
-        raise ValueError(
-            f"contains the control character U+{ord(match.group()):04X} at position "
-            f"{match.start()}, which feeds cannot carry"
-        )
-    return value
-
-
-def _single_line(value: str) -> str:
-    return " ".join(value.split())
-
-
 def _clean(value: str) -> str:
-    return _single_line(_no_control_chars(value))
+    return single_line(no_control_chars(value))
 
 
 def _sanitize_html(value: str) -> str:
-    return nh3.clean(_no_control_chars(value))
+    return nh3.clean(no_control_chars(value))
 
 
 # Length limits come first so that a 10 MB value is refused before it is scanned.
@@ -201,24 +185,15 @@ class IngestReport:
         return bool(self.created or self.updated)
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "article"
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
-
-
 def _validate(line: int, label: str, raw: Any) -> tuple[int, ArticleIn] | Rejection:
     try:
         return line, ArticleIn.model_validate(raw)
     except ValidationError as exc:
-        return Rejection(line, label, _describe_validation_error(exc))
+        return Rejection(line, label, describe_validation_error(exc, "article"))
 
 
 def _label(title: str) -> str:
-    title = _CONTROL_CHARS.sub("?", _single_line(title))
+    title = CONTROL_CHARS.sub("?", single_line(title))
     return repr(title if len(title) <= 60 else title[:57] + "...")
 
 
@@ -382,7 +357,7 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
             child.tag in _BLOCKS for child in element.iter() if child is not element
         ):
             continue
-        text = _single_line(element.text_content())
+        text = single_line(element.text_content())
         if not text:
             continue
         link = element.find(".//a[@href]")
@@ -406,7 +381,7 @@ def parse_listing_html(html: str, base_url: str | None = None) -> Parsed:
         )
     parsed = _group_items(paragraphs, base_url)
     h1 = document.find(".//h1")
-    heading = _single_line(h1.text_content()) if h1 is not None else parsed.heading
+    heading = single_line(h1.text_content()) if h1 is not None else parsed.heading
     return Parsed(parsed.articles, parsed.rejections, heading or None)
 
 
@@ -563,7 +538,7 @@ async def save(
                 report.unchanged += 1
         # A page none of whose items could be read may not be the listing at all; a heading
         # is unchecked page text, kept to one line that feeds and mail headers can carry.
-        heading = _single_line(_CONTROL_CHARS.sub(" ", parsed.heading or ""))[:MAX_TITLE]
+        heading = single_line(CONTROL_CHARS.sub(" ", parsed.heading or ""))[:MAX_TITLE]
         if heading and articles:
             await store.set_fact(session, store.LISTING_HEADING, heading)
     return report

@@ -31,6 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 from service import metrics
 from service.config import Settings
 from service.errors import PartnerpostError
+from service.text import without_controls
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 URL_LIST_HEADERS = frozenset({"list-unsubscribe", "list-archive", "list-help", "list-post"})
 # Headers that carry a mailbox; one with a UTF-8 local part is written as raw UTF-8.
 ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
-_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class MailPolicy(Compat32):
@@ -108,7 +108,7 @@ class UncertainSendError(SendError):
 
 def header_safe(value: str) -> str:
     """One line of text fit for a header: control characters (CR, LF) become spaces."""
-    return _UNSAFE_IN_HEADER.sub(" ", value).strip()
+    return without_controls(value)
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import confirmations, digest, feeds, store
+from service.clock import BERLIN
 from service.config import Settings
 
 log = logging.getLogger(__name__)
 
-BERLIN = ZoneInfo("Europe/Berlin")
 FEEDS_JOB = "feeds"
 DIGEST_RETRY_JOB = "digest-retry"
 CONFIRMATIONS_JOB = "confirmations"

@@ -65,6 +65,7 @@ from sqlalchemy.orm import (
 )
 
 from service import slugs
+from service.clock import utcnow as utcnow  # re-exported: callers know it from here
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
 from service.slugs import slugify as slugify  # re-exported: callers know it from here
 
@@ -73,10 +74,6 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 ARTICLE_ID_NAMESPACE = uuid.UUID("6f1c8d0e-5b7a-4f43-9a39-2f4c3a1d9e10")
 # Identifies partnerpost's advisory locks among others on a shared PostgreSQL.
 _LOCK_NAMESPACE = 0x5050
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import consent, mailer, store, templating
 from service.config import Settings
 from service.errors import IngestInputError, PartnerpostError
+from service.text import describe_validation_error, one_line
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,8 @@ class RateLimitedError(PartnerpostError):
         super().__init__(f"too many subscription requests from {client!r}")
 
 
-def _one_line(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must be one line without control characters")
-    return " ".join(value.split())
-
-
-Name = Annotated[str, Field(min_length=2, max_length=200), AfterValidator(_one_line)]
-Topic = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_one_line)]
+Name = Annotated[str, Field(min_length=2, max_length=200), AfterValidator(one_line)]
+Topic = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(one_line)]
 
 
 class SubscriberIn(BaseModel):
@@ -126,13 +121,6 @@ class SubscriberIn(BaseModel):
 
     def land(self) -> str | None:
         return self.bundesland or (BUNDESLAENDER[self.ags[:2]] if self.ags else None)
-
-
-def describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in exc.errors()
-    )
 
 
 _FIELD_NAMES = {
@@ -500,7 +488,7 @@ async def import_csv(
         try:
             valid.append((line, SubscriberIn.model_validate(raw)))
         except ValidationError as exc:
-            report.rejected.append((line, describe(exc)))
+            report.rejected.append((line, describe_validation_error(exc, "row")))
     imported = await import_rows(sessions, [data for _, data in valid], now)
     report.added, report.unchanged = imported.added, imported.unchanged
     lines = {data.email: line for line, data in valid}

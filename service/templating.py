@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-BERLIN = ZoneInfo("Europe/Berlin")
+from service.clock import BERLIN
+
 LOCALE = "de_DE"
 
 
