@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from apscheduler.triggers.cron import CronTrigger
 
 from service import digest, ingest, mailer, store
 from service.config import Settings
@@ -456,6 +458,49 @@ def test_periods_follow_summer_time(settings):
         settings, store.Frequency.DAILY, datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN)
     )
     assert summer.end == datetime(2026, 7, 1, 5, 0, tzinfo=UTC)
+
+
+def test_a_per_minute_cron_finds_its_latest_period_at_once(settings):
+    """Regression: the period search walked 70 days of fire times, minutes of work (and
+    deaf to SIGTERM) for a cron that fires every minute."""
+    every_minute = settings.model_copy(update={"digest_cron_daily": "* * * * *"})
+    at = datetime(2026, 11, 25, 12, 0, 30, tzinfo=BERLIN)
+
+    started = time.perf_counter()
+    period = digest.latest_period(every_minute, store.Frequency.DAILY, at)
+
+    assert time.perf_counter() - started < 0.5
+    assert period.start == datetime(2026, 11, 25, 11, 59, tzinfo=BERLIN)
+    assert period.end == datetime(2026, 11, 25, 12, 0, tzinfo=BERLIN)
+
+
+def _walk_70_days(cron: str, at: datetime) -> tuple[datetime, datetime]:
+    """The last two fire times up to `at`, found by walking forward from 70 days back."""
+    trigger = CronTrigger.from_crontab(cron, timezone=BERLIN)
+    ends: list[datetime] = []
+    moment = at - timedelta(days=70)
+    while (fire := trigger.get_next_fire_time(None, moment)) is not None and fire <= at:
+        ends.append(fire)
+        moment = fire + timedelta(seconds=1)
+    return ends[-2], ends[-1]
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 3, 29, 2, 30, tzinfo=UTC),  # the night summer time starts
+        datetime(2026, 10, 25, 1, 30, tzinfo=UTC),  # the night it ends
+        datetime(2026, 11, 23, 6, 0, tzinfo=UTC),  # exactly at a weekly end
+        datetime(2027, 1, 1, 6, 59, tzinfo=UTC),  # a minute before a monthly end
+    ],
+)
+def test_the_latest_period_is_the_last_two_fire_times_of_70_days(settings, at):
+    six_hourly = settings.model_copy(update={"digest_cron_daily": "0 */6 * * *"})
+    for frequency in store.Frequency:
+        period = digest.latest_period(six_hourly, frequency, at)
+        assert (period.start, period.end) == _walk_70_days(
+            digest.cron_of(six_hourly, frequency), at
+        )
 
 
 async def test_a_photo_caption_alone_does_not_make_an_article_local_news(

@@ -1,16 +1,13 @@
-"""Digest: which articles each address gets for a period, the mail that carries them,
-and the run that plans, claims, renders, sends and records.
+"""The digest run: plans due periods into the delivery ledger, claims rows batch by
+batch, renders, sends and records each outcome, and reports what it did.
 
-Owns digest periods (cron ends in Europe/Berlin), the rendering of
-`templates/email/digest.{html,txt}.j2`, and the send loop over the delivery ledger.
-Imports `config`, `store`, `feeds` (links), `mailer`, `metrics`, `outcomes`, `subscribers`
-(tokens), `templating`.
+Owns the send loop (the ledger's rows are `store`'s). Imports `config`, `store`,
+`mailer`, `metrics`, `outcomes` and `digest.periods`, `digest.render`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html as html_lib
 import logging
 import os
 import socket
@@ -18,259 +15,17 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from urllib.parse import quote
+from datetime import UTC, datetime, timedelta
 
-import css_inline
-from apscheduler.triggers.cron import CronTrigger
-from babel.dates import format_date
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import consent, feeds, mailer, metrics, outcomes, store, templating
-from service.clock import BERLIN
+from service import mailer, metrics, outcomes, store
 from service.config import Settings
-from service.subscribers import Tokens
+from service.digest.periods import latest_period
+from service.digest.render import DigestRenderer
 
-log = logging.getLogger(__name__)
-
-LIST_NAME = "Kommunalpartnerschaften Ukraine"
-_LOOKBACK = timedelta(days=70)  # covers two period ends of any frequency
-# Stand-ins for what differs per address, replaced after the shared part is rendered.
-_NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
-_UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
-
-
-# --- periods --------------------------------------------------------------------------
-
-
-def cron_of(settings: Settings, frequency: store.Frequency) -> str:
-    return {
-        store.Frequency.DAILY: settings.digest_cron_daily,
-        store.Frequency.WEEKLY: settings.digest_cron_weekly,
-        store.Frequency.MONTHLY: settings.digest_cron_monthly,
-    }[frequency]
-
-
-def latest_period(settings: Settings, frequency: store.Frequency, at: datetime) -> store.Period:
-    """The newest period of this frequency that has ended at `at`."""
-    trigger = CronTrigger.from_crontab(cron_of(settings, frequency), timezone=BERLIN)
-    ends: list[datetime] = []
-    moment = at - _LOOKBACK
-    while True:
-        fire = trigger.get_next_fire_time(ends[-1] if ends else None, moment)
-        if fire is None or fire > at:
-            break
-        ends.append(fire)
-        moment = fire + timedelta(seconds=1)
-    if len(ends) < 2:
-        raise ValueError(f"cron {cron_of(settings, frequency)!r} fires too rarely")
-    return store.Period(frequency, ends[-2].astimezone(UTC), ends[-1].astimezone(UTC))
-
-
-def _german_span(first: date, last: date) -> str:
-    # Babel's German date intervals abbreviate the month ("16.–22. Nov. 2026").
-    if first == last:
-        return format_date(first, "d. MMMM y", locale="de")
-    if (first.year, first.month) == (last.year, last.month):
-        return f"{first.day}.–{format_date(last, 'd. MMMM y', locale='de')}"
-    if first.year == last.year:
-        return (
-            f"{format_date(first, 'd. MMMM', locale='de')} – "
-            f"{format_date(last, 'd. MMMM y', locale='de')}"
-        )
-    return (
-        f"{format_date(first, 'd. MMMM y', locale='de')} – "
-        f"{format_date(last, 'd. MMMM y', locale='de')}"
-    )
-
-
-def period_label(period: store.Period) -> str:
-    """`Wochenüberblick 16.–22. November 2026`: the days the period covers."""
-    first = period.start.astimezone(BERLIN).date()
-    # A week from Monday 07:00 to Monday 07:00 is Monday to Sunday for a reader.
-    last = max(first, (period.end.astimezone(BERLIN) - timedelta(days=1)).date())
-    if period.frequency is store.Frequency.MONTHLY:
-        return f"Monatsüberblick {format_date(first, 'MMMM y', locale='de')}"
-    if period.frequency is store.Frequency.DAILY:
-        return f"Tagesüberblick {_german_span(first, last)}"
-    return f"Wochenüberblick {_german_span(first, last)}"
-
-
-# --- rendering ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RenderedDigest:
-    subject: str
-    text: str
-    html: str
-    article_ids: tuple[int, ...]
-    unsubscribe_token: str
-
-
-def order_for(
-    subscriber: store.Subscriber, articles: Sequence[store.Article]
-) -> tuple[list[store.Article], list[store.Article]]:
-    """Split into (articles about the municipality or its partner, the rest): the first
-    by how prominently they mention them, both newest first otherwise."""
-    names = store.place_names(subscriber)
-    scored = [(store.mention_score(a, names), a) for a in articles]
-    own = [a for score, a in sorted(scored, key=lambda p: -p[0]) if score > 0]
-    rest = [a for score, a in scored if score == 0]
-    return own, rest
-
-
-class DigestRenderer:
-    """Renders digests; what addresses share (articles, layout, inlined CSS) is rendered
-    once per distinct article selection and reused, only names and links differ."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._env = templating.environment()
-        self._tokens = Tokens(settings)
-        self._shared: dict[tuple[object, ...], tuple[str, str, str]] = {}
-        self._inliner = css_inline.CSSInliner(keep_style_tags=False)
-
-    def _shared_parts(
-        self,
-        period: store.Period,
-        subscriber: store.Subscriber,
-        own: list[store.Article],
-        rest: list[store.Article],
-    ) -> tuple[str, str, str]:
-        # Without articles of its own a municipality's digest differs from others only in
-        # the stand-ins, so all of them share one rendering.
-        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest))
-        if own:
-            key += (subscriber.name, subscriber.partner, tuple(a.id for a in own))
-        cached = self._shared.get(key)
-        if cached is not None:
-            return cached
-        settings = self._settings
-        label = period_label(period)
-        count = len(own) + len(rest)
-        first = (own or rest)[0]
-        context = {
-            "list_name": LIST_NAME,
-            "label": label,
-            "preheader": f"{count} {'neuer Beitrag' if count == 1 else 'neue Beiträge'}: "
-            f"{first.title}",
-            "subscriber_name": _NAME,
-            "own_heading": self._own_heading(subscriber),
-            "own": own,
-            "rest": rest,
-            "article_url": lambda a: feeds.article_url(settings, a),
-            "feeds": {
-                "RSS": feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
-                "Atom": feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
-                "JSON Feed": feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
-            },
-            "municipality_feed": _FEED,
-            "unsubscribe_url": _UNSUBSCRIBE,
-            "preferences_url": _PREFERENCES,
-            "imprint": settings.imprint,
-            "site_url": settings.link(""),
-            "privacy_url": consent.legal_links(settings).privacy_url,
-            "imprint_url": consent.legal_links(settings).imprint_url,
-        }
-        html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
-        text = self._env.get_template("email/digest.txt.j2").render(context)
-        parts = (f"{LIST_NAME} – {label}", text, html)
-        if len(self._shared) >= 1024:  # bound memory over runs with many own selections
-            self._shared.clear()
-        self._shared[key] = parts
-        return parts
-
-    @staticmethod
-    def _own_heading(subscriber: store.Subscriber) -> str:
-        if subscriber.partner:
-            return f"Aus Ihrer Partnerschaft: {subscriber.name} – {subscriber.partner}"
-        return f"Aus {subscriber.name}"
-
-    def render(
-        self,
-        period: store.Period,
-        address: store.Address,
-        articles: Sequence[store.Article],
-    ) -> RenderedDigest:
-        subscriber = address.subscriber
-        own, rest = order_for(subscriber, articles)
-        subject, text, html = self._shared_parts(period, subscriber, own, rest)
-        token = self._tokens.unsubscribe(address)
-        values = {
-            _NAME: mailer.header_safe(subscriber.name),
-            _FEED: feeds.feed_url(
-                self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
-            ),
-            _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
-            _PREFERENCES: self._tokens.preferences_url(address),
-        }
-        for placeholder, value in values.items():
-            text = text.replace(placeholder, value)
-            html = html.replace(placeholder, html_lib.escape(value, quote=True))
-        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest), token)
-
-    def envelope(
-        self,
-        period: store.Period,
-        delivery_id: int,
-        address: store.Address,
-        digest: RenderedDigest,
-        now: datetime,
-    ) -> mailer.Envelope:
-        settings = self._settings
-        message_id = mailer.message_id(
-            settings, f"digest.{delivery_id}.{period.end.strftime('%Y%m%d%H%M')}"
-        )
-        token = digest.unsubscribe_token
-        sender = mailer.envelope_sender(settings)  # for the mailto: unsubscribe
-        headers = {
-            "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
-            "List-Unsubscribe": (
-                f"<{self._tokens.unsubscribe_link(token)}>, "
-                f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
-            ),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Archive": f"<{settings.link('')}>",
-        }
-        message = mailer.compose(
-            settings,
-            to_name=address.subscriber.name,
-            to_address=address.email,
-            subject=digest.subject,
-            text=digest.text,
-            html=digest.html,
-            message_id=message_id,
-            date=now,
-            extra_headers=headers,
-        )
-        return mailer.envelope(settings, message, address.email, message_id)
-
-
-async def preview(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], email: str, at: datetime
-) -> tuple[RenderedDigest, mailer.Envelope] | None:
-    """The digest the address would get for the period ended at `at`; None when it
-    would get none (nothing new). Sends and records nothing (it only numbers articles
-    committed since the last numbering, as the next run would)."""
-    async with sessions() as session, session.begin():
-        await store.publish_committed(session)
-    async with sessions() as session:
-        address = await store.address_by_email(session, email)
-        if address is None:
-            raise LookupError(f"no subscribed address {email!r}")
-        subscriber = address.subscriber
-        period = latest_period(settings, store.Frequency(subscriber.frequency), at)
-        after, upto = await store.next_window(session, address, period, store.utcnow())
-        articles = await store.digest_articles(session, after, upto, subscriber.topics or ())
-        if not articles:
-            return None
-        renderer = DigestRenderer(settings)
-        rendered = renderer.render(period, address, articles)
-        return rendered, renderer.envelope(period, 0, address, rendered, at)
-
-
-# --- running --------------------------------------------------------------------------
+# The package's name: operators filter the run's log lines by it.
+log = logging.getLogger("service.digest")
 
 
 @dataclass
@@ -317,6 +72,7 @@ class RunReport:
         return "; ".join(problems) or None
 
     def as_dict(self) -> dict[str, object]:
+        """The counts as a JSON object for the structured log line."""
         return {
             "periods": self.periods,
             "sent": self.sent,
@@ -329,6 +85,7 @@ class RunReport:
         }
 
     def summary(self) -> str:
+        """One log line with the counts and, if any, the problem."""
         problem = self.problem()
         return (
             f"digest run: periods {', '.join(self.periods) or '-'}; sent {self.sent}, "
@@ -339,10 +96,12 @@ class RunReport:
 
 
 def worker_name() -> str:
+    """host:pid:random, so a claim names the process that holds it."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -387,6 +146,7 @@ class DigestRunner:
     async def _plan_in(
         self, session: AsyncSession, at: datetime, now: datetime
     ) -> tuple[list[str], int]:
+        """Plan the newest ended period of every frequency in `session`'s transaction."""
         keys, added = [], 0
         for frequency in store.Frequency:
             period = latest_period(self._settings, frequency, at)
@@ -455,6 +215,7 @@ class DigestRunner:
             return report
 
     async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
+        """Claim due rows batch by batch and send them until none is left or stopping."""
         renderer = DigestRenderer(self._settings)
         article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
         lease = timedelta(seconds=self._settings.digest_lease_seconds)
@@ -497,6 +258,7 @@ class DigestRunner:
         report: RunReport,
         progress: Progress | None,
     ) -> None:
+        """Send rows from the shared `work` list one by one, counting each outcome."""
         while work and not self.stopping.is_set():
             delivery, address, articles = work.pop(0)
             try:
@@ -520,6 +282,7 @@ class DigestRunner:
         address: store.Address,
         articles: Sequence[store.Article],
     ) -> str:
+        """Send one row and record its outcome; the outcome's label for the report."""
         settings = self._settings
         now = store.utcnow()
         period = store.Period.of(delivery)

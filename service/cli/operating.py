@@ -1,0 +1,126 @@
+"""Commands that run the service or prepare for it: `serve`, `worker`, `db upgrade`.
+
+Owns no data. Imports `config`, `errors`, `store`, `mailer`, `digest`, `confirmations`,
+`scheduler`, `serving`, `web` and `cli.common`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import confirmations, digest, mailer, scheduler, store
+from service.cli.common import (
+    EXIT_FAILURE,
+    fail,
+    log,
+    out,
+    settings_from_environment,
+    with_store,
+)
+from service.config import Settings
+from service.errors import PartnerpostError
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: PARTNERPOST_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: PARTNERPOST_PORT].")
+    ] = None,
+) -> None:
+    """Serve pages, feeds and the admin API, with the scheduler running.
+
+    Links follow HOST and PORT unless PARTNERPOST_BASE_URL is set.
+    """
+    from service import serving
+    from service.web import create_app
+
+    given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    settings = settings_from_environment(**given)
+    try:
+        settings.check_listen_address(settings.host)
+    except PartnerpostError as exc:
+        fail(str(exc), exc)
+    proxies = settings.trusted_proxy_list
+    # X-Forwarded-For is believed only from the proxies named in the settings (never from
+    # uvicorn's default 127.0.0.1: a local hop would let anyone choose their address); the
+    # client is the right-most address of the chain that is not one of them.
+    serving.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+
+    async def work(engine: AsyncEngine, _: async_sessionmaker[AsyncSession]) -> None:
+        await store.upgrade(engine)
+
+    with_store(settings_from_environment(), work, migrate=False, create=True)
+    out.print("database is up to date")
+
+
+def worker() -> None:
+    """Run the scheduler without HTTP: digests, retries and feeds, until SIGTERM."""
+    settings = settings_from_environment()
+
+    async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
+        transport = mailer.create_transport(settings)
+        refresher = scheduler.FeedRefresher(settings, engine, sessions)
+        runner = digest.DigestRunner(settings, sessions, transport)
+        sender = confirmations.ConfirmationSender(settings, sessions, transport)
+        jobs = scheduler.create_scheduler(settings, refresher, runner, sender)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        jobs.start()
+        log.info("worker %s started", runner.worker)
+        try:
+            await stop.wait()
+            log.info("worker %s stopping", runner.worker)
+        finally:
+            jobs.pause()  # no new runs; the one going may finish its message
+            finished = await _stop_within_grace(settings, runner, sender)
+            jobs.shutdown(wait=False)
+            await refresher.wait_idle()
+            await transport.close()
+        if not finished:
+            raise typer.Exit(EXIT_FAILURE)
+        log.info("worker %s stopped", runner.worker)
+
+    with_store(settings, work, create=True)
+
+
+async def _stop_within_grace(
+    settings: Settings,
+    runner: digest.DigestRunner,
+    sender: confirmations.ConfirmationSender,
+) -> bool:
+    """Let the messages in flight finish and hand back unsent claims; False if that took
+    longer than the grace period (the claims then expire by their lease)."""
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(runner.stop(), sender.stop()), settings.shutdown_grace_seconds
+        )
+    except TimeoutError:
+        log.error(
+            "worker %s: the message in flight did not finish within %ss",
+            runner.worker,
+            settings.shutdown_grace_seconds,
+        )
+        return False
+    return True

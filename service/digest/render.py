@@ -1,0 +1,204 @@
+"""Digest rendering: the articles an address gets in their order, the HTML and text mail
+from `templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
+
+Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links),
+`mailer`, `subscribers` (tokens), `templating` and `digest.periods`.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+import css_inline
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import consent, feeds, mailer, store, templating
+from service.config import Settings
+from service.digest.periods import latest_period, period_label
+from service.subscribers import Tokens
+
+LIST_NAME = "Kommunalpartnerschaften Ukraine"
+# Stand-ins for what differs per address, replaced after the shared part is rendered.
+_NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
+_UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """One address's digest: subject, bodies, the articles in it, its unsubscribe token."""
+
+    subject: str
+    text: str
+    html: str
+    article_ids: tuple[int, ...]
+    unsubscribe_token: str
+
+
+def order_for(
+    subscriber: store.Subscriber, articles: Sequence[store.Article]
+) -> tuple[list[store.Article], list[store.Article]]:
+    """Split into (articles about the municipality or its partner, the rest): the first
+    by how prominently they mention them, both newest first otherwise."""
+    names = store.place_names(subscriber)
+    scored = [(store.mention_score(a, names), a) for a in articles]
+    own = [a for score, a in sorted(scored, key=lambda p: -p[0]) if score > 0]
+    rest = [a for score, a in scored if score == 0]
+    return own, rest
+
+
+class DigestRenderer:
+    """Renders digests; what addresses share (articles, layout, inlined CSS) is rendered
+    once per distinct article selection and reused, only names and links differ."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._env = templating.environment()
+        self._tokens = Tokens(settings)
+        self._shared: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._inliner = css_inline.CSSInliner(keep_style_tags=False)
+
+    def _shared_parts(
+        self,
+        period: store.Period,
+        subscriber: store.Subscriber,
+        own: list[store.Article],
+        rest: list[store.Article],
+    ) -> tuple[str, str, str]:
+        """Subject, text and HTML with stand-ins for the per-address values, cached."""
+        # Without articles of its own a municipality's digest differs from others only in
+        # the stand-ins, so all of them share one rendering.
+        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest))
+        if own:
+            key += (subscriber.name, subscriber.partner, tuple(a.id for a in own))
+        cached = self._shared.get(key)
+        if cached is not None:
+            return cached
+        settings = self._settings
+        label = period_label(period)
+        count = len(own) + len(rest)
+        first = (own or rest)[0]
+        context = {
+            "list_name": LIST_NAME,
+            "label": label,
+            "preheader": f"{count} {'neuer Beitrag' if count == 1 else 'neue Beiträge'}: "
+            f"{first.title}",
+            "subscriber_name": _NAME,
+            "own_heading": self._own_heading(subscriber),
+            "own": own,
+            "rest": rest,
+            "article_url": lambda a: feeds.article_url(settings, a),
+            "feeds": {
+                "RSS": feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
+                "Atom": feeds.feed_url(settings, feeds.MAIN_FEED, ".atom"),
+                "JSON Feed": feeds.feed_url(settings, feeds.MAIN_FEED, ".json"),
+            },
+            "municipality_feed": _FEED,
+            "unsubscribe_url": _UNSUBSCRIBE,
+            "preferences_url": _PREFERENCES,
+            "imprint": settings.imprint,
+            "site_url": settings.link(""),
+            "privacy_url": consent.legal_links(settings).privacy_url,
+            "imprint_url": consent.legal_links(settings).imprint_url,
+        }
+        html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
+        text = self._env.get_template("email/digest.txt.j2").render(context)
+        parts = (f"{LIST_NAME} – {label}", text, html)
+        if len(self._shared) >= 1024:  # bound memory over runs with many own selections
+            self._shared.clear()
+        self._shared[key] = parts
+        return parts
+
+    @staticmethod
+    def _own_heading(subscriber: store.Subscriber) -> str:
+        """The heading over the articles about the municipality or its partnership."""
+        if subscriber.partner:
+            return f"Aus Ihrer Partnerschaft: {subscriber.name} – {subscriber.partner}"
+        return f"Aus {subscriber.name}"
+
+    def render(
+        self,
+        period: store.Period,
+        address: store.Address,
+        articles: Sequence[store.Article],
+    ) -> RenderedDigest:
+        """The digest of `articles` for one address, its names and links filled in."""
+        subscriber = address.subscriber
+        own, rest = order_for(subscriber, articles)
+        subject, text, html = self._shared_parts(period, subscriber, own, rest)
+        token = self._tokens.unsubscribe(address)
+        values = {
+            _NAME: mailer.header_safe(subscriber.name),
+            _FEED: feeds.feed_url(
+                self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
+            ),
+            _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
+            _PREFERENCES: self._tokens.preferences_url(address),
+        }
+        for placeholder, value in values.items():
+            text = text.replace(placeholder, value)
+            html = html.replace(placeholder, html_lib.escape(value, quote=True))
+        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest), token)
+
+    def envelope(
+        self,
+        period: store.Period,
+        delivery_id: int,
+        address: store.Address,
+        digest: RenderedDigest,
+        now: datetime,
+    ) -> mailer.Envelope:
+        """The message of `digest` with its list headers, ready for the transport."""
+        settings = self._settings
+        message_id = mailer.message_id(
+            settings, f"digest.{delivery_id}.{period.end.strftime('%Y%m%d%H%M')}"
+        )
+        token = digest.unsubscribe_token
+        sender = mailer.envelope_sender(settings)  # for the mailto: unsubscribe
+        headers = {
+            "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
+            "List-Unsubscribe": (
+                f"<{self._tokens.unsubscribe_link(token)}>, "
+                f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
+            ),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Archive": f"<{settings.link('')}>",
+        }
+        message = mailer.compose(
+            settings,
+            to_name=address.subscriber.name,
+            to_address=address.email,
+            subject=digest.subject,
+            text=digest.text,
+            html=digest.html,
+            message_id=message_id,
+            date=now,
+            extra_headers=headers,
+        )
+        return mailer.envelope(settings, message, address.email, message_id)
+
+
+async def preview(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], email: str, at: datetime
+) -> tuple[RenderedDigest, mailer.Envelope] | None:
+    """The digest the address would get for the period ended at `at`; None when it
+    would get none (nothing new). Sends and records nothing (it only numbers articles
+    committed since the last numbering, as the next run would)."""
+    async with sessions() as session, session.begin():
+        await store.publish_committed(session)
+    async with sessions() as session:
+        address = await store.address_by_email(session, email)
+        if address is None:
+            raise LookupError(f"no subscribed address {email!r}")
+        subscriber = address.subscriber
+        period = latest_period(settings, store.Frequency(subscriber.frequency), at)
+        after, upto = await store.next_window(session, address, period, store.utcnow())
+        articles = await store.digest_articles(session, after, upto, subscriber.topics or ())
+        if not articles:
+            return None
+        renderer = DigestRenderer(settings)
+        rendered = renderer.render(period, address, articles)
+        return rendered, renderer.envelope(period, 0, address, rendered, at)
