@@ -82,10 +82,15 @@ def subscribers_add(
 ) -> None:
     """Subscribe an address the operator vouches for (no confirmation mail)."""
     settings = settings_from_environment()
-    given = {"name": name, "email": email, "ags": ags, "bundesland": bundesland}
     try:
         data = subscribers.SubscriberIn(
-            **given, partner=partner, frequency=frequency, topics=topic or []
+            name=name,
+            email=email,
+            ags=ags,
+            bundesland=bundesland,
+            partner=partner,
+            frequency=frequency,
+            topics=topic or [],
         )
     except ValidationError as exc:
         fail(describe_validation_error(exc, "row"), exc, label="invalid")
