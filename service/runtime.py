@@ -29,10 +29,7 @@ class Runtime:
     """
 
     def __init__(
-        self,
-        settings: Settings,
-        engine: AsyncEngine,
-        sessions: async_sessionmaker[AsyncSession],
+        self, settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         self._settings = settings
         self.transport = mailer.create_transport(settings)
