@@ -1,7 +1,6 @@
 """Commands that run the service or prepare for it: `serve`, `worker`, `db upgrade`.
 
-Owns no data. Imports `config`, `errors`, `store`, `mailer`, `digest`, `confirmations`,
-`scheduler`, `serving`, `web` and `cli.common`.
+Owns no data. Imports `config`, `errors`, `store`, `runtime`, `serving`, `web` and `cli.common`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import confirmations, digest, mailer, scheduler, store
+from service import store
 from service.cli.common import (
     EXIT_FAILURE,
     fail,
@@ -22,8 +21,8 @@ from service.cli.common import (
     settings_from_environment,
     with_store,
 )
-from service.config import Settings
 from service.errors import PartnerpostError
+from service.runtime import Runtime
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -78,49 +77,16 @@ def worker() -> None:
     settings = settings_from_environment()
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
-        transport = mailer.create_transport(settings)
-        refresher = scheduler.FeedRefresher(settings, engine, sessions)
-        runner = digest.DigestRunner(settings, sessions, transport)
-        sender = confirmations.ConfirmationSender(settings, sessions, transport)
-        jobs = scheduler.create_scheduler(settings, refresher, runner, sender)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        jobs.start()
-        log.info("worker %s started", runner.worker)
-        try:
+        async with Runtime(settings, engine, sessions) as runtime:
+            log.info("worker %s started", runtime.runner.worker)
             await stop.wait()
-            log.info("worker %s stopping", runner.worker)
-        finally:
-            jobs.pause()  # no new runs; the one going may finish its message
-            finished = await _stop_within_grace(settings, runner, sender)
-            jobs.shutdown(wait=False)
-            await refresher.wait_idle()
-            await transport.close()
-        if not finished:
+            log.info("worker %s stopping", runtime.runner.worker)
+        if not runtime.stopped_in_time:
             raise typer.Exit(EXIT_FAILURE)
-        log.info("worker %s stopped", runner.worker)
+        log.info("worker %s stopped", runtime.runner.worker)
 
     with_store(settings, work, create=True)
-
-
-async def _stop_within_grace(
-    settings: Settings,
-    runner: digest.DigestRunner,
-    sender: confirmations.ConfirmationSender,
-) -> bool:
-    """Let the messages in flight finish and hand back unsent claims; False if that took
-    longer than the grace period (the claims then expire by their lease)."""
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(runner.stop(), sender.stop()), settings.shutdown_grace_seconds
-        )
-    except TimeoutError:
-        log.error(
-            "worker %s: the message in flight did not finish within %ss",
-            runner.worker,
-            settings.shutdown_grace_seconds,
-        )
-        return False
-    return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-# The path prefixes whose next segment is a token (see `web`).
+# The path prefixes whose next segment is a token (see `web.subscriptions`).
 TOKEN_PATHS = ("bestaetigen", "abmelden", "einstellungen")
 REDACTED = "[token]"
 _TOKEN_SEGMENT = re.compile(rf"/({'|'.join(TOKEN_PATHS)})/[^/?#\s\"]+")

@@ -1,0 +1,56 @@
+"""Public pages: the front page, topic pages, article pages, privacy notice and imprint.
+
+Owns the routes readers open in a browser; all German, none in the OpenAPI document.
+Imports `store`, `consent` and the web package's `dependencies`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from service import consent, store
+from service.errors import ArticleNotFoundError
+from service.web.dependencies import AppSettings, PageView, Session
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(db_session: Session, view: PageView, settings: AppSettings) -> HTMLResponse:
+    articles = await store.newest_articles(db_session, settings.feed_size)
+    return await view.page("index", articles=articles, heading=None)
+
+
+@router.get("/themen/{slug}", response_class=HTMLResponse)
+async def topic_page(
+    slug: str, db_session: Session, view: PageView, settings: AppSettings
+) -> HTMLResponse:
+    topics = {s: t for t, s in (await store.topic_slugs(db_session)).items()}
+    if slug not in topics:
+        return await view.page("not_found", code=404)
+    articles = await store.newest_articles(db_session, settings.feed_size, topics[slug])
+    return await view.page("index", articles=articles, heading=f"Thema: {topics[slug]}")
+
+
+@router.get("/artikel/{slug}", response_class=HTMLResponse)
+async def article_page(slug: str, db_session: Session, view: PageView) -> HTMLResponse:
+    try:
+        article = await store.article_by_slug(db_session, slug)
+    except ArticleNotFoundError:
+        return await view.page("not_found", code=404)
+    return await view.page("article", article=article)
+
+
+@router.get("/datenschutz", response_class=HTMLResponse)
+async def privacy_page(view: PageView, settings: AppSettings) -> Response:
+    if settings.privacy_url:
+        return RedirectResponse(settings.privacy_url, status_code=307)
+    return await view.message("Datenschutzerklärung", *consent.paragraphs(settings.privacy_text))
+
+
+@router.get("/impressum", response_class=HTMLResponse)
+async def imprint_page(view: PageView, settings: AppSettings) -> Response:
+    if settings.imprint_url:
+        return RedirectResponse(settings.imprint_url, status_code=307)
+    return await view.message("Impressum", *consent.paragraphs(settings.imprint_text))
