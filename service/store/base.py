@@ -43,6 +43,14 @@ from service.errors import DatabaseUnavailableError
 from service.slugs import slugify
 
 MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
+# How Alembic compares a migrated database with the models (`alembic revision
+# --autogenerate`, and the test that they agree). Types are compared: a model's column type
+# and the migrated one must agree (on SQLite by the declared type, which is what it
+# reflects). Server defaults are not: models give defaults in Python (`default=`), while a
+# migration adding a NOT NULL column to a table with rows must give those rows a server
+# default (`articles.notify`, `deliveries.uncertain_attempts`); that difference is
+# intended, and default expressions reflect differently per dialect anyway.
+SCHEMA_COMPARISON: dict[str, Any] = {"compare_type": True, "compare_server_default": False}
 # Identifies partnerpost's advisory locks among others on a shared PostgreSQL.
 _LOCK_NAMESPACE = 0x5050
 
