@@ -15,15 +15,9 @@ from sqlalchemy import ForeignKey, Index, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.store import queues
 from service.store.base import Base
-from service.store.queues import (
-    DeliveryStatus,
-    Outcome,
-    QueuedMail,
-    claim_rows,
-    finish_row,
-    release_rows,
-)
+from service.store.queues import DeliveryStatus, Outcome, QueuedMail
 from service.store.subscribers import Address
 
 
@@ -69,27 +63,21 @@ async def claim_confirmations(
     session: AsyncSession, worker: str, now: datetime, limit: int, lease: timedelta
 ) -> list[int]:
     """Claim due confirmation mails, as `claim_deliveries` claims ledger rows."""
-    return await claim_rows(session, ConfirmationMail, worker, now, limit, lease)
+    return await queues.claim_rows(session, ConfirmationMail, worker, now, limit, lease)
 
 
 async def confirmations_with_addresses(
     session: AsyncSession, ids: Sequence[int]
 ) -> list[tuple[ConfirmationMail, Address]]:
-    rows = await session.execute(
-        select(ConfirmationMail, Address)
-        .join(Address, Address.id == ConfirmationMail.address_id)
-        .where(ConfirmationMail.id.in_(ids))
-        .order_by(ConfirmationMail.id)
-    )
-    return [(row[0], row[1]) for row in rows.all()]
+    return await queues.rows_with_addresses(session, ConfirmationMail, ConfirmationMail.id.in_(ids))
 
 
 async def finish_confirmation(
     session: AsyncSession, mail_id: int, worker: str, outcome: Outcome, now: datetime
 ) -> bool:
     """Record the outcome of a claimed confirmation mail; False if the claim was lost."""
-    return await finish_row(session, ConfirmationMail, mail_id, worker, outcome, now)
+    return await queues.finish_row(session, ConfirmationMail, mail_id, worker, outcome, now)
 
 
 async def release_confirmation_claims(session: AsyncSession, workers: Sequence[str]) -> int:
-    return await release_rows(session, ConfirmationMail, workers)
+    return await queues.release_rows(session, ConfirmationMail, workers)

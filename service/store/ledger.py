@@ -38,6 +38,7 @@ from service.store.queues import (
     claim_rows,
     finish_row,
     release_rows,
+    rows_with_addresses,
 )
 from service.store.subscribers import Address, AddressStatus, Frequency, Subscriber
 
@@ -271,23 +272,12 @@ async def claiming_workers(session: AsyncSession, prefix: str) -> list[str]:
 async def deliveries_with_addresses(
     session: AsyncSession, delivery_ids: Sequence[int]
 ) -> list[tuple[Delivery, Address]]:
-    rows = await session.execute(
-        select(Delivery, Address)
-        .join(Address, Address.id == Delivery.address_id)
-        .where(Delivery.id.in_(delivery_ids))
-        .order_by(Delivery.id)
-    )
-    return [(row[0], row[1]) for row in rows.all()]
+    return await rows_with_addresses(session, Delivery, Delivery.id.in_(delivery_ids))
 
 
 async def due_deliveries(session: AsyncSession, now: datetime) -> list[tuple[Delivery, Address]]:
-    rows = await session.execute(
-        select(Delivery, Address)
-        .join(Address, Address.id == Delivery.address_id)
-        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
-        .order_by(Delivery.id)
-    )
-    return [(row[0], row[1]) for row in rows.all()]
+    due = (Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+    return await rows_with_addresses(session, Delivery, *due)
 
 
 async def finish_delivery(

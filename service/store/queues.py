@@ -3,7 +3,7 @@ mails (`confirmation_queue`).
 
 Owns no table: the columns both queue tables have (`QueuedMail`), their statuses, the
 record of one attempt's outcome (`Outcome`), and claiming (with a lease), releasing and
-finishing rows. Imports `base`.
+finishing rows. Imports `base` and `subscribers`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Integer, String, Table, Text, and_, inspect, select, update
+from sqlalchemy import ColumnElement, Integer, String, Table, Text, and_, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.store.base import BigId, Capabilities, UTCDateTime
+from service.store.subscribers import Address
 
 
 class DeliveryStatus(StrEnum):
@@ -35,6 +36,9 @@ class DeliveryStatus(StrEnum):
 
 class QueuedMail:
     """The columns of a queued mail: its status, retry bookkeeping, claim and reply."""
+
+    if TYPE_CHECKING:  # each table declares its own (indexed or not)
+        address_id: Mapped[int]
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     status: Mapped[str] = mapped_column(String(20))
@@ -83,6 +87,22 @@ class Outcome:
     def label(self) -> str:
         """What run reports count it as: sent, retrying, failed, uncertain or skipped."""
         return _LABELS[self.status]
+
+
+Row = TypeVar("Row", bound=QueuedMail)
+
+
+async def rows_with_addresses(
+    session: AsyncSession, model: type[Row], *where: ColumnElement[bool]
+) -> list[tuple[Row, Address]]:
+    """The rows of a queue that match `where`, each with its address, in id order."""
+    rows = await session.execute(
+        select(model, Address)
+        .join(Address, Address.id == model.address_id)
+        .where(*where)
+        .order_by(model.id)
+    )
+    return [(row[0], row[1]) for row in rows.all()]
 
 
 async def claim_rows(
