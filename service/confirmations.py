@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -113,43 +113,21 @@ class ConfirmationSender:
         return report
 
     async def _send(self, mail: store.ConfirmationMail, address: store.Address) -> str:
-        async def finish(
-            status: store.DeliveryStatus,
-            reply: str,
-            *,
-            message_id: str | None = None,
-            next_attempt_at: datetime | None = None,
-            count_attempt: bool = True,
-            uncertain: bool = False,
-        ) -> None:
+        async def finish(outcome: store.Outcome) -> str:
             async with self._sessions() as session, session.begin():
                 await store.finish_confirmation(
-                    session,
-                    mail.id,
-                    self.worker,
-                    status=status,
-                    now=store.utcnow(),
-                    reply=reply,
-                    message_id=message_id,
-                    next_attempt_at=next_attempt_at,
-                    count_attempt=count_attempt,
-                    uncertain=uncertain,
+                    session, mail.id, self.worker, outcome, store.utcnow()
                 )
+            return outcome.label
 
+        superseded = store.DeliveryStatus.SUPERSEDED
         if address.status == store.AddressStatus.ACTIVE:
-            await finish(
-                store.DeliveryStatus.SUPERSEDED, "address already confirmed", count_attempt=False
-            )
-            return "skipped"
+            return await finish(outcomes.skipped(superseded, "address already confirmed"))
         async with self._sessions() as session:
             record = await store.open_consent(session, address.id)
         if record is None:
-            await finish(
-                store.DeliveryStatus.SUPERSEDED,
-                "no open consent request (confirmed or withdrawn meanwhile)",
-                count_attempt=False,
-            )
-            return "skipped"
+            reason = "no open consent request (confirmed or withdrawn meanwhile)"
+            return await finish(outcomes.skipped(superseded, reason))
         try:
             envelope = subscribers.confirmation_mail(
                 self._settings, self._tokens, address, record, store.utcnow()
@@ -169,12 +147,5 @@ class ConfirmationSender:
                 log.warning(
                     "confirmation mail to %r %s: %s", address.email, outcome.status, outcome.reply
                 )
-            await finish(
-                outcome.status,
-                outcome.reply,
-                next_attempt_at=outcome.next_attempt_at,
-                uncertain=outcome.uncertain,
-            )
-            return outcome.label
-        await finish(store.DeliveryStatus.SENT, reply[:1000], message_id=envelope.message_id)
-        return "sent"
+            return await finish(outcome)
+        return await finish(outcomes.sent(reply, envelope.message_id))

@@ -1,7 +1,7 @@
 """Feeds: RSS 2.0, Atom 1.0 and JSON Feed 1.1 files built from the store.
 
 Owns the feed files under `settings.feeds_dir`: their names, their content, and writing
-them atomically and only when their bytes change. Imports `config`, `metrics`
+them atomically and only when their bytes change. Imports `config`, `metrics`, `places`
 and `store`.
 
 Files: `artikel.{xml,atom,json}` (the newest articles) and
@@ -28,7 +28,7 @@ from typing import Any
 from feedgen.feed import FeedGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import metrics, store
+from service import metrics, places, store
 from service.clock import BERLIN
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
@@ -242,8 +242,8 @@ async def feed_specs(settings: Settings, session: AsyncSession) -> list[FeedSpec
         )
     recent = await store.newest_articles(session, MUNICIPALITY_SCAN)
     for subscriber in await store.all_subscribers(session):
-        names = store.place_names(subscriber)
-        about = [a for a in recent if store.mention_score(a, names) > 0]
+        names = places.place_names(subscriber)
+        about = [a for a in recent if places.mention_score(a, names) > 0]
         specs.append(
             FeedSpec(
                 stem=f"{MUNICIPALITIES_DIR}/{subscriber.slug}",

@@ -1,5 +1,5 @@
-"""Outcomes: what a failed send attempt makes of a queued mail, for the digest ledger and
-the confirmation queue alike.
+"""Outcomes: what a send attempt makes of a queued mail, for the digest ledger and the
+confirmation queue alike; each outcome is decided here, once, as a `store.Outcome`.
 
 Owns the retry rules: a temporary failure (4xx, no connection) is retried with doubling
 backoff up to `digest_max_attempts`; a permanent one (5xx, an address the relay cannot
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,17 +34,26 @@ async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The next state of a row after one attempt."""
+# The record of an outcome lives in the store, which records it; the rules that decide
+# it live here.
+Outcome = store.Outcome
 
-    status: store.DeliveryStatus
-    label: str  # what the run report counts: "retrying", "failed" or "uncertain"
-    reply: str
-    next_attempt_at: datetime | None = None
-    uncertain: bool = False  # this attempt may have delivered the message
-    # A refusal that counts toward marking the address bounced.
-    permanent_failure: bool = False
+
+def sent(reply: str, message_id: str, *, article_count: int | None = None) -> Outcome:
+    """The outcome of an attempt the relay accepted."""
+    return Outcome(
+        store.DeliveryStatus.SENT,
+        reply[:_REPLY_LIMIT],
+        message_id=message_id,
+        article_count=article_count,
+    )
+
+
+def skipped(
+    status: store.DeliveryStatus, reply: str | None = None, *, article_count: int | None = None
+) -> Outcome:
+    """The outcome of a row finished without trying to send it: not an attempt."""
+    return Outcome(status, reply, article_count=article_count, counts_attempt=False)
 
 
 def after_error(
@@ -71,23 +79,20 @@ def after_error(
         if not maybe_delivered and can_retry:
             return Outcome(
                 store.DeliveryStatus.PENDING,
-                "retrying",
                 f"uncertain, retried once: {reply}",
                 next_attempt_at=retry_at,
                 uncertain=True,
             )
-        return Outcome(store.DeliveryStatus.UNCERTAIN, "uncertain", reply, uncertain=True)
+        return Outcome(store.DeliveryStatus.UNCERTAIN, reply, uncertain=True)
     if isinstance(error, mailer.TemporarySendError) and can_retry:
-        return Outcome(store.DeliveryStatus.PENDING, "retrying", reply, next_attempt_at=retry_at)
+        return Outcome(store.DeliveryStatus.PENDING, reply, next_attempt_at=retry_at)
     if maybe_delivered:
         return Outcome(
             store.DeliveryStatus.UNCERTAIN,
-            "uncertain",
             f"an earlier attempt may have arrived; then {reply}"[:_REPLY_LIMIT],
         )
     return Outcome(
         store.DeliveryStatus.FAILED,
-        "failed",
         reply,
         permanent_failure=isinstance(error, mailer.PermanentSendError),
     )

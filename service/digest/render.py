@@ -1,7 +1,7 @@
 """Digest rendering: the articles an address gets in their order, the HTML and text mail
 from `templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
 
-Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links),
+Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links), `places`,
 `mailer`, `subscribers` (tokens), `templating` and `digest.periods`.
 """
 
@@ -16,7 +16,7 @@ from urllib.parse import quote
 import css_inline
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import consent, feeds, mailer, store, templating
+from service import consent, feeds, mailer, places, store, templating
 from service.config import Settings
 from service.digest.periods import latest_period, period_label
 from service.subscribers import Tokens
@@ -43,8 +43,8 @@ def order_for(
 ) -> tuple[list[store.Article], list[store.Article]]:
     """Split into (articles about the municipality or its partner, the rest): the first
     by how prominently they mention them, both newest first otherwise."""
-    names = store.place_names(subscriber)
-    scored = [(store.mention_score(a, names), a) for a in articles]
+    names = places.place_names(subscriber)
+    scored = [(places.mention_score(a, names), a) for a in articles]
     own = [a for score, a in sorted(scored, key=lambda p: -p[0]) if score > 0]
     rest = [a for score, a in scored if score == 0]
     return own, rest

@@ -287,49 +287,29 @@ class DigestRunner:
         now = store.utcnow()
         period = store.Period.of(delivery)
 
-        async def finish(
-            status: store.DeliveryStatus,
-            reply: str | None = None,
-            *,
-            message_id: str | None = None,
-            article_count: int | None = None,
-            next_attempt_at: datetime | None = None,
-            count_attempt: bool = True,
-            permanent_failure: bool | None = None,
-            uncertain: bool = False,
-        ) -> None:
+        async def finish(outcome: store.Outcome) -> str:
             """Record the outcome, and the address's failure streak when it changes, in one
             transaction."""
             async with self._sessions() as session, session.begin():
-                if permanent_failure is not None:
+                if outcome.permanent_failure or (
+                    outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
+                ):
                     await store.note_address_outcome(
                         session,
                         address.id,
-                        permanent_failure=permanent_failure,
+                        permanent_failure=outcome.permanent_failure,
                         bounce_after=settings.bounce_after_failures,
                     )
                 await store.finish_delivery(
-                    session,
-                    delivery.id,
-                    self.worker,
-                    status=status,
-                    now=store.utcnow(),
-                    reply=reply,
-                    message_id=message_id,
-                    article_count=article_count,
-                    next_attempt_at=next_attempt_at,
-                    count_attempt=count_attempt,
-                    uncertain=uncertain,
+                    session, delivery.id, self.worker, outcome, store.utcnow()
                 )
+            return outcome.label
 
         if address.status != store.AddressStatus.ACTIVE:
-            await finish(
-                store.DeliveryStatus.SUPERSEDED, f"address {address.status}", count_attempt=False
-            )
-            return "skipped"
+            superseded = store.DeliveryStatus.SUPERSEDED
+            return await finish(outcomes.skipped(superseded, f"address {address.status}"))
         if not articles:
-            await finish(store.DeliveryStatus.EMPTY, article_count=0, count_attempt=False)
-            return "skipped"
+            return await finish(outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0))
         try:
             # Any error of this one row, composing or sending, fails this row alone.
             digest = renderer.render(period, address, articles)
@@ -345,19 +325,6 @@ class DigestRunner:
                 uncertain_attempts=delivery.uncertain_attempts,
                 now=store.utcnow(),
             )
-            await finish(
-                outcome.status,
-                outcome.reply,
-                next_attempt_at=outcome.next_attempt_at,
-                uncertain=outcome.uncertain,
-                permanent_failure=True if outcome.permanent_failure else None,
-            )
-            return outcome.label
-        await finish(
-            store.DeliveryStatus.SENT,
-            reply[:1000],
-            message_id=envelope.message_id,
-            article_count=len(digest.article_ids),
-            permanent_failure=False if address.consecutive_failures else None,
-        )
-        return "sent"
+            return await finish(outcome)
+        article_count = len(digest.article_ids)
+        return await finish(outcomes.sent(reply, envelope.message_id, article_count=article_count))
