@@ -1,5 +1,5 @@
 """Command line: `partnerpost serve | worker | db | ingest | feeds | articles |
-subscribers | digest`.
+subscribers | digest | sources`.
 
 An entry point: builds the settings, opens and closes the engine for each command, and
 turns errors into a message and an exit code (0 fine, 1 some input rejected, 2 failure).
@@ -43,6 +43,7 @@ from service import (
 from service.clock import BERLIN
 from service.config import Settings, load_settings, mask_url
 from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
+from service.sources import poller as sources_poller
 from service.text import describe_validation_error
 
 app = typer.Typer(
@@ -685,7 +686,7 @@ def digest_run(
 
 @app.command()
 def worker() -> None:
-    """Run the scheduler without HTTP: digests, retries and feeds, until SIGTERM."""
+    """Run the scheduler without HTTP: sources, digests, retries and feeds, until SIGTERM."""
     settings = _settings()
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -693,7 +694,8 @@ def worker() -> None:
         refresher = scheduler.FeedRefresher(settings, engine, sessions)
         runner = digest.DigestRunner(settings, sessions, transport)
         sender = confirmations.ConfirmationSender(settings, sessions, transport)
-        jobs = scheduler.create_scheduler(settings, refresher, runner, sender)
+        poller = sources_poller.Poller(settings, sessions)
+        jobs = scheduler.create_scheduler(settings, refresher, runner, sender, poller)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -706,6 +708,7 @@ def worker() -> None:
         finally:
             jobs.pause()  # no new runs; the one going may finish its message
             finished = await _stop_within_grace(settings, runner, sender)
+            await poller.stop()
             jobs.shutdown(wait=False)
             await refresher.wait_idle()
             await transport.close()
@@ -735,6 +738,12 @@ async def _stop_within_grace(
         )
         return False
     return True
+
+
+# Last: the sub-app uses the helpers above.
+from service.cli_sources import sources_app  # noqa: E402
+
+app.add_typer(sources_app, name="sources")
 
 
 def main() -> None:

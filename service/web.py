@@ -44,10 +44,12 @@ from service import (
     store,
     subscribers,
     templating,
+    web_sources,
     webguards,
 )
 from service.config import Settings
 from service.errors import ArticleNotFoundError, DatabaseUnavailableError
+from service.sources import poller as sources_poller
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +151,13 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.confirmations = confirmations.ConfirmationSender(
                 settings, sessions, transport
             )
+            app.state.poller = sources_poller.Poller(settings, sessions)
             app.state.scheduler = scheduler.create_scheduler(
-                settings, app.state.refresher, app.state.runner, app.state.confirmations
+                settings,
+                app.state.refresher,
+                app.state.runner,
+                app.state.confirmations,
+                app.state.poller,
             )
             app.state.scheduler.start()
             try:
@@ -159,7 +166,11 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.scheduler.pause()  # no new runs; the one going may finish
                 try:
                     await asyncio.wait_for(
-                        asyncio.gather(app.state.runner.stop(), app.state.confirmations.stop()),
+                        asyncio.gather(
+                            app.state.runner.stop(),
+                            app.state.confirmations.stop(),
+                            app.state.poller.stop(),
+                        ),
                         settings.shutdown_grace_seconds,
                     )
                 except TimeoutError:
@@ -181,6 +192,7 @@ def create_app(settings: Settings) -> FastAPI:
     webguards.install(app)
     app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
     app.state.settings = settings
+    app.include_router(web_sources.create_router(_require_admin))
     templates = templating.environment()
     legal = consent.legal_links(settings)
     accesslog.install()
@@ -262,7 +274,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> JSONResponse:
-        """200 when the database answers and the scheduler runs, else 503 with the reason."""
+        """200 when the database answers and the scheduler runs, else 503 with the reason;
+        failing sources are listed, and do not make it fail."""
         problems = []
         try:
             await store.check_connection(request.app.state.engine)
@@ -272,11 +285,16 @@ def create_app(settings: Settings) -> FastAPI:
             problems.append("scheduler is not running")
         last_build = request.app.state.refresher.last_build
         last_run = request.app.state.runner.last_run
+        failing_sources = []
+        if not problems:
+            async with request.app.state.sessions() as session:
+                failing_sources = await web_sources.failing(session)
         body = {
             "status": "fail" if problems else "ok",
             "problems": problems,
             "last_feed_build": last_build.isoformat() if last_build else None,
             "last_digest_run": last_run.isoformat() if last_run else None,
+            "failing_sources": failing_sources,
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 
@@ -495,6 +513,7 @@ def create_app(settings: Settings) -> FastAPI:
             counts = await store.counts_by_status(db_session, model)
             for status_name in statuses:
                 gauge.labels(str(status_name)).set(counts.get(str(status_name), 0))
+        await web_sources.fill_metrics(db_session)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     # --- admin API ---------------------------------------------------------------------
