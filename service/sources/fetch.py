@@ -32,6 +32,7 @@ from service.config import Settings
 from service.errors import PartnerpostError
 
 MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressCheck = Callable[[IPAddress], bool]
 
@@ -249,7 +250,7 @@ class Fetcher:
             request = self._client.build_request("GET", url, headers=headers)
             response = await self._client.send(request, stream=True)
             try:
-                if response.is_redirect:
+                if response.status_code in _REDIRECTS:
                     url = self._redirect_target(url, response, seen)
                     continue
                 return await self._result(url, response)

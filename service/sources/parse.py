@@ -16,7 +16,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -243,10 +243,11 @@ def _struct_time(value: Any) -> datetime | None:
     return None
 
 
-def _feed_entry(index: int, entry: Mapping[str, Any]) -> _Entry:
-    date_text = entry.get("published") or entry.get("updated") or ""
+def _feed_entry(index: int, entry: dict[str, Any]) -> _Entry:
+    # dict.get: feedparser's own `get` maps `updated` to `published` with a warning.
+    date_text = dict.get(entry, "published") or dict.get(entry, "updated") or ""
     published = parse_date(date_text) or _struct_time(
-        entry.get("published_parsed") or entry.get("updated_parsed")
+        dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed")
     )
     contents = [c for c in entry.get("content") or [] if c.get("value")]
     html_content = next((c for c in contents if "html" in (c.get("type") or "")), None)
