@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -111,15 +111,16 @@ def create_scheduler(
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
 
-    def every(seconds: int, job_id: str, func: Any, *args: Any) -> None:
-        """An interval job that also runs once right away."""
+    def every(seconds: int, job_id: str, func: Any, *args: Any, at_once: bool = True) -> None:
+        """An interval job that, `at_once`, also runs right away."""
+        first = datetime.now(BERLIN) + timedelta(seconds=0 if at_once else seconds)
         scheduler.add_job(
             func,
             "interval",
             seconds=seconds,
             args=list(args),
             id=job_id,
-            next_run_time=datetime.now(BERLIN),
+            next_run_time=first,
             misfire_grace_time=seconds,
             **common,
         )
@@ -133,7 +134,8 @@ def create_scheduler(
             confirmation_sender,
         )
     if poller is not None:
-        every(settings.sources_poll_seconds, SOURCES_JOB, _poll_sources, poller)
+        # Not at once: a process starting is busy enough, and due sources wait at most a tick.
+        every(settings.sources_poll_seconds, SOURCES_JOB, _poll_sources, poller, at_once=False)
     if runner is None:
         return scheduler
     for frequency in store.Frequency:
