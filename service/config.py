@@ -214,6 +214,33 @@ class Settings(BaseSettings):
     confirmations_per_client: int = Field(
         default=10, ge=1, description="Subscription requests from one client per hour."
     )
+
+    # --- sources ------------------------------------------------------------------
+    sources_poll_seconds: int = Field(
+        default=30, ge=1, description="How often the scheduler looks for sources due a fetch."
+    )
+    sources_allow_private: bool = Field(
+        default=False,
+        description="Allow sources on loopback and private addresses (an intranet server); "
+        "off, such fetches are refused, redirects included.",
+    )
+    sources_timeout_seconds: float = Field(
+        default=30, gt=0, description="Longest a fetch of one source may take, redirects included."
+    )
+    sources_max_bytes: int = Field(
+        default=10_000_000, ge=1024, description="Largest source body read, unpacked; larger fail."
+    )
+    sources_user_agent: str = Field(
+        default="",
+        description="User-Agent of fetches; empty: 'partnerpost/VERSION (+PUBLIC URL)'.",
+    )
+    sources_concurrency: int = Field(
+        default=4, ge=1, le=50, description="Sources fetched at the same time by one process."
+    )
+    sources_lease_seconds: int = Field(
+        default=300, ge=10, description="After this, a crashed worker's source claims lapse."
+    )
+
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated IPs or CIDR networks of reverse proxies whose "

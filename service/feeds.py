@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from feedgen.feed import FeedGenerator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -80,6 +81,11 @@ def article_url(settings: Settings, article: store.Article) -> str:
     return settings.link(f"artikel/{article.slug}")
 
 
+def source_host(article: store.Article) -> str:
+    """The site an article polled from a source came from, as "Quelle: ..." names it."""
+    return urlsplit(article.source_url or "").hostname or article.source_url or ""
+
+
 def feed_url(settings: Settings, stem: str, suffix: str) -> str:
     return settings.link(f"feeds/{stem}{suffix}")
 
@@ -99,6 +105,9 @@ def _content_html(settings: Settings, article: store.Article) -> str:
     parts.append(f"<p>{html.escape(article.teaser)}</p>")
     if article.body:
         parts.append(article.body)
+    if article.source_id is not None and article.source_url:
+        original = html.escape(article.source_url, quote=True)
+        parts.append(f'<p>Quelle: <a href="{original}">{html.escape(source_host(article))}</a></p>')
     link = html.escape(article_url(settings, article), quote=True)
     parts.append(f'<p><a href="{link}">Weiterlesen</a></p>')
     return xml_safe("".join(parts))

@@ -49,3 +49,15 @@ DIGEST_RUN_SECONDS = Histogram(
     buckets=_SECONDS,
     registry=REGISTRY,
 )
+SOURCE_FETCHES = Counter(
+    "partnerpost_source_fetches",
+    "Fetches of sources by this process, by source and outcome (ok, not_modified, failed, gone).",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+SOURCE_LAST_SUCCESS = Gauge(
+    "partnerpost_source_last_success_timestamp_seconds",
+    "When each source was last fetched successfully (Unix time), from the store.",
+    ["source"],
+    registry=REGISTRY,
+)

@@ -1,11 +1,11 @@
 """Runtime: the background parts of a running partnerpost, started and stopped in one order.
 
-Owns the mail transport, the feed refresher, the digest runner, the confirmation sender and
-the scheduler that drives them, for `serve` (the web app's lifespan) and `worker` alike.
-Stopping pauses the scheduler (no new runs), gives the messages in flight the grace period
-and hands back unsent claims, shuts the scheduler down, waits for a feed build in progress
-and closes the transport. The engine is the caller's: it opens it before and closes it
-after. Imports `config`, `mailer`, `digest`, `confirmations` and `scheduler`.
+Owns the mail transport, the feed refresher, the digest runner, the confirmation sender, the source
+poller and the scheduler that drives them, for `serve` (the web app's lifespan) and `worker` alike.
+Stopping pauses the scheduler (no new runs), gives the messages and fetches in flight the grace
+period and hands back unsent claims, shuts the scheduler down, waits for a feed build in progress
+and closes the transport. The engine is the caller's: it opens it before and closes it after.
+Imports `config`, `mailer`, `sources`, `digest`, `confirmations` and `scheduler`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import confirmations, digest, mailer, scheduler
 from service.config import Settings
+from service.sources.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ class Runtime:
         self.refresher = scheduler.FeedRefresher(settings, engine, sessions)
         self.runner = digest.DigestRunner(settings, sessions, self.transport)
         self.confirmations = confirmations.ConfirmationSender(settings, sessions, self.transport)
+        self.poller = Poller(settings, sessions)
         self.scheduler = scheduler.create_scheduler(
-            settings, self.refresher, self.runner, self.confirmations
+            settings, self.refresher, self.runner, self.confirmations, self.poller
         )
         # Set when the block ends: False if the messages in flight outlived the grace
         # period (their claims then expire by their lease).
@@ -71,7 +73,8 @@ class Runtime:
         grace = self._settings.shutdown_grace_seconds
         try:
             await asyncio.wait_for(
-                asyncio.gather(self.runner.stop(), self.confirmations.stop()), grace
+                asyncio.gather(self.runner.stop(), self.confirmations.stop(), self.poller.stop()),
+                grace,
             )
         except TimeoutError:
             log.error(

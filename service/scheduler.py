@@ -2,14 +2,15 @@
 
 Owns no data. What is due is derived from the store each time a job runs, so a restart,
 a second replica or a missed tick changes nothing that is produced. Imports `config`,
-`store`, `feeds`, `digest` and `confirmations`.
+`store`, `feeds`, `digest`, `confirmations` and `sources`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -18,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service import confirmations, digest, feeds, store
 from service.clock import BERLIN
 from service.config import Settings
+from service.sources import poller as sources_poller
 
 log = logging.getLogger(__name__)
 
 FEEDS_JOB = "feeds"
 DIGEST_RETRY_JOB = "digest-retry"
 CONFIRMATIONS_JOB = "confirmations"
+SOURCES_JOB = "sources"
 
 
 class FeedRefresher:
@@ -75,6 +78,13 @@ async def _run_digest(runner: digest.DigestRunner) -> None:
         log.exception("digest run failed; the next tick retries")
 
 
+async def _poll_sources(poller: sources_poller.Poller) -> None:
+    try:
+        await poller.run()
+    except Exception:
+        log.exception("polling sources failed; the next tick retries")
+
+
 async def _send_confirmations(sender: confirmations.ConfirmationSender) -> None:
     try:
         await sender.run()
@@ -87,6 +97,7 @@ def create_scheduler(
     refresher: FeedRefresher,
     runner: digest.DigestRunner | None,
     confirmation_sender: confirmations.ConfirmationSender | None = None,
+    poller: sources_poller.Poller | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it.
 
@@ -95,29 +106,36 @@ def create_scheduler(
     period that ended while nothing ran. Both only derive what is due from the ledger.
     Confirmation mails: a job every `confirmation_send_seconds` sends the queue and its
     retries (a new request also wakes the sender at once, see `ConfirmationSender.wake`).
+    Sources: a job every `sources_poll_seconds` fetches the sources that are due.
     """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
-    scheduler.add_job(
-        refresher.refresh,
-        "interval",
-        seconds=settings.feeds_check_seconds,
-        id=FEEDS_JOB,
-        next_run_time=datetime.now(BERLIN),
-        misfire_grace_time=settings.feeds_check_seconds,
-        **common,
-    )
-    if confirmation_sender is not None:
+
+    def every(seconds: int, job_id: str, func: Any, *args: Any, at_once: bool = True) -> None:
+        """An interval job that, `at_once`, also runs right away."""
+        first = datetime.now(BERLIN) + timedelta(seconds=0 if at_once else seconds)
         scheduler.add_job(
-            _send_confirmations,
+            func,
             "interval",
-            seconds=settings.confirmation_send_seconds,
-            args=[confirmation_sender],
-            id=CONFIRMATIONS_JOB,
-            next_run_time=datetime.now(BERLIN),
-            misfire_grace_time=settings.confirmation_send_seconds,
+            seconds=seconds,
+            args=list(args),
+            id=job_id,
+            next_run_time=first,
+            misfire_grace_time=seconds,
             **common,
         )
+
+    every(settings.feeds_check_seconds, FEEDS_JOB, refresher.refresh)
+    if confirmation_sender is not None:
+        every(
+            settings.confirmation_send_seconds,
+            CONFIRMATIONS_JOB,
+            _send_confirmations,
+            confirmation_sender,
+        )
+    if poller is not None:
+        # Not at once: a process starting is busy enough, and due sources wait at most a tick.
+        every(settings.sources_poll_seconds, SOURCES_JOB, _poll_sources, poller, at_once=False)
     if runner is None:
         return scheduler
     for frequency in store.Frequency:
@@ -129,16 +147,7 @@ def create_scheduler(
             misfire_grace_time=3600,
             **common,
         )
-    scheduler.add_job(
-        _run_digest,
-        "interval",
-        seconds=settings.digest_retry_seconds,
-        args=[runner],
-        id=DIGEST_RETRY_JOB,
-        next_run_time=datetime.now(BERLIN),
-        misfire_grace_time=settings.digest_retry_seconds,
-        **common,
-    )
+    every(settings.digest_retry_seconds, DIGEST_RETRY_JOB, _run_digest, runner)
     return scheduler
 
 

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service import store
 from service.config import Settings
 
+from .feedserver import FeedServer
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 DEMO = ROOT / "service" / "demo" / "kommunalpartnerschaften-ukraine.txt"
@@ -275,3 +277,15 @@ hypothesis.settings.register_profile(
     "quick", parent=hypothesis.settings.get_profile("partnerpost"), max_examples=100
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "partnerpost"))
+
+
+# --- a scripted feed server ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def feed_server() -> AsyncIterator[FeedServer]:
+    """The scripted source server of `tests/feedserver.py` on a free loopback port."""
+    server = FeedServer()
+    async with serving(server) as url:
+        server.base = url
+        yield server

@@ -73,7 +73,7 @@ def db_upgrade() -> None:
 
 
 def worker() -> None:
-    """Run the scheduler without HTTP: digests, retries and feeds, until SIGTERM."""
+    """Run the scheduler without HTTP: sources, digests, retries and feeds, until SIGTERM."""
     settings = settings_from_environment()
 
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -1,8 +1,8 @@
-"""Digest rendering: the articles an address gets in their order, the HTML and text mail
-from `templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
+"""Digest rendering: the articles an address gets in their order, the HTML and text mail from
+`templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
 
-Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links), `places`,
-`mailer`, `subscribers` (tokens), `templating` and `digest.periods`.
+Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links),
+`places`, `mailer`, `subscribers` (tokens), `templating` and `digest.periods`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
 """The store: schema, engine, sessions and every query partnerpost makes.
 
-One module per owned concept: `base` (engine, sessions, migrations, locks, the one place
-where SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the
-digest deliveries), `confirmation_queue`, and `queues` (what the two mail queues share).
-Functions take an `AsyncSession` and leave transaction boundaries to the caller, except
-the few documented otherwise. Imports only `errors`, `clock` and `slugs`; every other
-module sits below the store in the flow and uses it as `from service import store`.
+One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
+SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
+deliveries), `confirmation_queue`, `queues` (what the two mail queues share), and `sources` (where
+news comes from and how polling it went). Functions take an `AsyncSession` and leave transaction
+boundaries to the caller, except the few documented otherwise. Imports only `errors`, `clock` and
+`slugs`; every other module sits below the store in the flow and uses it as `from service import
+store`.
 """
 
 from sqlalchemy import select
 
 from service.clock import utcnow
 from service.slugs import slugify
+
+# Sources are used as `store.sources` (their names would be ambiguous at this level);
+# importing the module here registers its table in `Base.metadata`.
+from service.store import sources as sources
 from service.store.articles import (
     ARTICLE_ID_NAMESPACE,
     LISTING_HEADING,

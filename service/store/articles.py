@@ -55,6 +55,9 @@ class Article(Base):
     image_caption: Mapped[str | None] = mapped_column(Text)
     image_url: Mapped[str | None] = mapped_column(Text)
     source_url: Mapped[str | None] = mapped_column(Text)
+    # The source (`sources.id`) that brought it; None when imported otherwise, or after its
+    # source was removed.
+    source_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     # False for a backfill imported with --no-notify: feeds show it, no digest carries it.
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
     # Its place in commit order, given once it is committed (see `publish_committed`).

@@ -27,6 +27,7 @@ from service.web import (
     operations,
     pages,
     rendering,
+    sources,
     subscriptions,
 )
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         operations.router,
         subscriptions.router,
         admin_api.router,
+        sources.router,
     ):
         app.include_router(router)
     return app
