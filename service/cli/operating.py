@@ -1,6 +1,6 @@
 """Commands that run the service or prepare for it: `serve`, `worker`, `db upgrade`.
 
-Owns no data. Imports `config`, `errors`, `store`, `runtime`, `serving`, `web` and `cli.common`.
+Owns no data. Imports `config`, `errors`, `store`, `runtime`, `web`, `cli.common` and `cli.serving`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def serve(
 
     Links follow HOST and PORT unless PARTNERPOST_BASE_URL is set.
     """
-    from service import serving
+    from service.cli import serving
     from service.web import create_app
 
     given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
