@@ -20,13 +20,16 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     Dialect,
     Integer,
+    Select,
     TypeDecorator,
     event,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -299,3 +302,34 @@ async def unique_slug(session: AsyncSession, column: InstrumentedAttribute[str],
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
     return slug
+
+
+async def claim_chosen(
+    session: AsyncSession,
+    model: Any,
+    chosen: Select[int],
+    still_wanted: ColumnElement[bool],
+    values: dict[str, Any],
+) -> list[int]:
+    """Set `values` on the rows `chosen` selects (ids) that are `still_wanted`; their ids.
+
+    The one claiming statement of every queue: PostgreSQL locks first, skipping rows
+    another transaction holds, then updates what was locked (inside `IN (...)` it may run
+    a LIMIT … SKIP LOCKED subquery more than once and claim more than the limit); SQLite
+    runs it as one write.
+    """
+    if Capabilities.of_session(session).skip_locked:
+        ids = list(await session.scalars(chosen.with_for_update(skip_locked=True)))
+        if not ids:
+            return []
+        target: Any = model.id.in_(ids)
+    else:
+        target = model.id.in_(chosen.scalar_subquery())
+    result = await session.execute(
+        update(model)
+        .where(target, still_wanted)
+        .values(**values)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    )
+    return [row[0] for row in result.all()]

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Integer, String, Table, Text, and_, inspec
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.store.base import BigId, Capabilities, UTCDateTime
+from service.store.base import BigId, UTCDateTime, claim_chosen
 from service.store.subscribers import Address
 
 
@@ -121,7 +121,6 @@ async def claim_rows(
     Each kind is claimed by its own statement so that the pending ones come straight off
     the (status, next_attempt_at) index instead of a scan of the whole table.
     """
-    skip_locked = Capabilities.of_session(session).skip_locked
     kinds = (
         (
             and_(model.status == DeliveryStatus.PENDING, model.next_attempt_at <= now),
@@ -132,28 +131,13 @@ async def claim_rows(
             model.claimed_until,
         ),
     )
+    claim = {"status": DeliveryStatus.SENDING, "claimed_by": worker, "claimed_until": now + lease}
     claimed: list[int] = []
     for due, order in kinds:
         if len(claimed) >= limit:
             break
         chosen = select(model.id).where(due).order_by(order).limit(limit - len(claimed))
-        if skip_locked:
-            # Lock first, then update what was locked: inside `IN (...)` PostgreSQL may run
-            # a LIMIT … SKIP LOCKED subquery more than once and claim more than the limit.
-            ids = list(await session.scalars(chosen.with_for_update(skip_locked=True)))
-            if not ids:
-                continue
-            target: Any = model.id.in_(ids)
-        else:
-            target = model.id.in_(chosen.scalar_subquery())
-        result = await session.execute(
-            update(model)
-            .where(target, due)
-            .values(status=DeliveryStatus.SENDING, claimed_by=worker, claimed_until=now + lease)
-            .returning(model.id)
-            .execution_options(synchronize_session=False)
-        )
-        claimed += [row[0] for row in result.all()]
+        claimed += await claim_chosen(session, model, chosen, due, claim)
     return sorted(claimed)
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.errors import PartnerpostError
 from service.store.articles import Article
-from service.store.base import Base, Capabilities, UTCDateTime
+from service.store.base import Base, UTCDateTime, claim_chosen
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -202,22 +202,8 @@ async def claim_sources(
     else:
         wanted = and_(Source.name.in_(list(names)), free)
     chosen = select(Source.id).where(wanted).order_by(Source.next_fetch_at).limit(limit)
-    if Capabilities.of_session(session).skip_locked:
-        # Lock first, then update what was locked, as the ledger's claim does.
-        ids = list(await session.scalars(chosen.with_for_update(skip_locked=True)))
-        if not ids:
-            return []
-        target: Any = Source.id.in_(ids)
-    else:
-        target = Source.id.in_(chosen.scalar_subquery())
-    result = await session.execute(
-        update(Source)
-        .where(target, wanted)
-        .values(claimed_by=worker, claimed_until=now + lease)
-        .returning(Source.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(row[0] for row in result.all())
+    values = {"claimed_by": worker, "claimed_until": now + lease}
+    return sorted(await claim_chosen(session, Source, chosen, wanted, values))
 
 
 async def finish_source(
