@@ -7,13 +7,14 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import operators, store
+from service import digest, operators, store
 from service.config import Settings
 
 from .conftest import running_app
@@ -285,3 +286,41 @@ async def test_operators_add_asks_twice_and_refuses_different_passwords(settings
 
     assert differ.returncode == 1 and "differ" in differ.stderr
     assert same.returncode == 0, same.stderr
+
+
+async def test_overview_shows_runs_failing_sources_and_failed_addresses(client, sessions):
+    now = store.utcnow()
+    period = store.Period(store.Frequency.WEEKLY, now - timedelta(days=7), now - timedelta(hours=1))
+    async with sessions() as session, session.begin():
+        town = await store.create_subscriber(
+            session, name="Stadt Borna", frequency=store.Frequency.WEEKLY
+        )
+        for email in ("ok@borna.example", "weg@borna.example"):
+            await store.add_address(
+                session, town, email, store.AddressStatus.ACTIVE, now - timedelta(days=30)
+            )
+        assert await store.plan_period(session, period, now) == 2
+        rows = await store.due_deliveries(session, now)
+        rows[0][0].status = store.DeliveryStatus.SENT
+        rows[1][0].status = store.DeliveryStatus.FAILED
+        rows[1][0].last_reply = "550 5.1.1 mailbox unknown"
+        source = await store.sources.add_source(
+            session,
+            name="presse",
+            url="https://presse.example/feed",
+            fmt="rss",
+            every=timedelta(minutes=15),
+            now=now,
+        )
+        source.failures, source.last_error = 2, "Connect call failed"
+    await _sign_in(client, EMAIL, PASSWORD)
+
+    page = (await client.get("/verwaltung/")).text
+
+    assert digest.period_label(period) in page
+    assert re.search(
+        r'class="number">1</td>\s*<td class="number">0</td>\s*<td class="number">1</td>', page
+    )
+    assert "presse" in page and "Connect call failed" in page
+    assert "weg@borna.example" in page and "550 5.1.1 mailbox unknown" in page
+    assert "ok@borna.example" not in page
