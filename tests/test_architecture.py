@@ -32,6 +32,7 @@ FLOW = [
     "consent",
     "mailer",
     "subscribers",
+    "operators",
     "outcomes",
     "confirmations",
     "digest",

@@ -6,7 +6,7 @@ previews), `runner` (the send loop over the delivery ledger). Imports `config`, 
 `consent`, `feeds`, `mailer`, `metrics`, `outcomes`, `subscribers`, `templating`.
 """
 
-from service.digest.periods import cron_of, latest_period, period_label
+from service.digest.periods import cron_of, latest_period, next_period_end, period_label
 from service.digest.render import LIST_NAME, DigestRenderer, RenderedDigest, order_for, preview
 from service.digest.runner import DigestRunner, Progress, RunReport, worker_name
 
@@ -19,6 +19,7 @@ __all__ = [
     "RunReport",
     "cron_of",
     "latest_period",
+    "next_period_end",
     "order_for",
     "period_label",
     "preview",

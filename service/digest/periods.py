@@ -56,6 +56,15 @@ def latest_period(settings: Settings, frequency: store.Frequency, at: datetime) 
         lookback *= 4
 
 
+def next_period_end(settings: Settings, frequency: store.Frequency, at: datetime) -> datetime:
+    """When the next period of this frequency ends after `at` (its digests go out then)."""
+    trigger = CronTrigger.from_crontab(cron_of(settings, frequency), timezone=BERLIN)
+    fire: datetime | None = trigger.get_next_fire_time(None, at)
+    if fire is None:  # a crontab line always fires again; kept for the type checker
+        raise ValueError(f"cron {cron_of(settings, frequency)!r} never fires again")
+    return fire.astimezone(UTC)
+
+
 def _german_span(first: date, last: date) -> str:
     """`16.–22. November 2026`: the days from `first` to `last`, the month written out."""
     # Babel's German date intervals abbreviate the month ("16.–22. Nov. 2026").

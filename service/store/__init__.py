@@ -2,9 +2,10 @@
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
 SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
-deliveries), `confirmation_queue`, `queues` (what the two mail queues share), and `sources` (where
-news comes from and how polling it went). Functions take an `AsyncSession` and leave transaction
-boundaries to the caller, except the few documented otherwise. Imports only `errors`, `clock` and
+deliveries), `confirmation_queue`, `queues` (what the two mail queues share), `sources` (where
+news comes from and how polling it went) and `operators` (console accounts, failed sign-ins).
+Functions take an `AsyncSession` and leave transaction boundaries to the caller, except the few
+documented otherwise. Imports only `errors`, `clock` and
 `slugs`; every other module sits below the store in the flow and uses it as `from service import
 store`.
 """
@@ -74,6 +75,7 @@ from service.store.consents import (
 from service.store.ledger import (
     Delivery,
     Period,
+    PeriodCounts,
     claim_deliveries,
     claiming_workers,
     count_due,
@@ -83,8 +85,25 @@ from service.store.ledger import (
     due_deliveries,
     finish_delivery,
     next_window,
+    period_counts,
     plan_period,
+    recent_failures,
     release_claims,
+)
+from service.store.operators import (
+    Operator,
+    OperatorExistsError,
+    OperatorNotFoundError,
+    SignInAttempt,
+    add_operator,
+    all_operators,
+    end_sessions,
+    failed_sign_ins,
+    forget_failed_sign_ins,
+    operator_by_email,
+    operator_by_id,
+    record_failed_sign_in,
+    remove_operator,
 )
 from service.store.queues import DeliveryStatus, Outcome
 from service.store.subscribers import (
@@ -128,18 +147,25 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "Frequency",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorNotFoundError",
     "Outcome",
     "Period",
+    "PeriodCounts",
     "SaveOutcome",
+    "SignInAttempt",
     "SiteFact",
     "Subscriber",
     "UTCDateTime",
     "activate",
     "add_address",
     "add_consent",
+    "add_operator",
     "add_to_counts",
     "address_by_email",
     "address_by_id",
+    "all_operators",
     "all_subscribers",
     "all_topics",
     "anonymous_counts",
@@ -162,22 +188,31 @@ __all__ = [
     "deliveries_with_addresses",
     "digest_articles",
     "due_deliveries",
+    "end_sessions",
     "enqueue_confirmation",
     "erase_address",
     "exclusive",
+    "failed_sign_ins",
     "feeds_version",
     "finish_confirmation",
     "finish_delivery",
+    "forget_failed_sign_ins",
     "get_fact",
     "newest_articles",
     "next_window",
     "note_address_outcome",
     "open_consent",
+    "operator_by_email",
+    "operator_by_id",
+    "period_counts",
     "plan_period",
     "publish_committed",
+    "recent_failures",
+    "record_failed_sign_in",
     "record_request",
     "release_claims",
     "release_confirmation_claims",
+    "remove_operator",
     "remove_subscriber",
     "requests_for",
     "save_article",

@@ -300,3 +300,68 @@ async def counts_by_status(
 ) -> dict[str, int]:
     rows = await session.execute(select(model.status, func.count()).group_by(model.status))
     return {status: int(count) for status, count in rows.all()}
+
+
+@dataclass(frozen=True)
+class PeriodCounts:
+    """How a period's ledger rows stand: rows per status."""
+
+    period_key: str
+    period_start: datetime
+    period_end: datetime
+    counts: dict[str, int]
+
+    @property
+    def period(self) -> Period:
+        frequency = Frequency(self.period_key.partition(":")[0])
+        return Period(frequency, self.period_start, self.period_end)
+
+    def count(self, *statuses: DeliveryStatus) -> int:
+        return sum(self.counts.get(str(status), 0) for status in statuses)
+
+
+async def period_counts(session: AsyncSession, limit: int = 10) -> list[PeriodCounts]:
+    """The newest `limit` periods with rows, newest first, each with its rows per status."""
+    newest = (
+        select(Delivery.period_key, func.max(Delivery.period_start), func.max(Delivery.period_end))
+        .group_by(Delivery.period_key)
+        .order_by(func.max(Delivery.period_end).desc(), Delivery.period_key)
+        .limit(limit)
+    )
+    periods = [
+        (key, _aware(start), _aware(end)) for key, start, end in await session.execute(newest)
+    ]
+    if not periods:
+        return []
+    rows = await session.execute(
+        select(Delivery.period_key, Delivery.status, func.count())
+        .where(Delivery.period_key.in_([key for key, _, _ in periods]))
+        .group_by(Delivery.period_key, Delivery.status)
+    )
+    counts: dict[str, dict[str, int]] = {key: {} for key, _, _ in periods}
+    for key, status, count in rows.all():
+        counts[key][status] = int(count)
+    return [PeriodCounts(key, start, end, counts[key]) for key, start, end in periods]
+
+
+def _aware(moment: datetime) -> datetime:
+    # An aggregate comes back naive from SQLite: the column's type is not applied to it.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def recent_failures(
+    session: AsyncSession, since: datetime, limit: int = 20
+) -> list[tuple[Address, Delivery]]:
+    """Addresses whose digest of a period ending since `since` failed, each with its newest
+    failed row, newest first."""
+    rows = await session.execute(
+        select(Address, Delivery)
+        .join(Address, Address.id == Delivery.address_id)
+        .where(Delivery.status == DeliveryStatus.FAILED, Delivery.period_end >= since)
+        .order_by(Delivery.period_end.desc(), Delivery.id.desc())
+        .limit(limit * 4)
+    )
+    seen: dict[int, tuple[Address, Delivery]] = {}
+    for address, delivery in rows.all():
+        seen.setdefault(address.id, (address, delivery))
+    return list(seen.values())[:limit]

@@ -1,10 +1,10 @@
 """App assembly: `create_app(settings)` builds the ASGI app from the web package's routers.
 
 Owns what the app holds for its routes on `app.state` (settings, engine, sessions, page
-renderer, link tokens, runtime), the guards and error handlers, and the lifespan: it
-creates and migrates the engine, runs the `Runtime` (scheduler, digests, confirmation
-mails, feed builds) while serving, and closes both in order. Imports `config`, `store`,
-`subscribers`, `runtime` and the package's modules.
+renderer, link tokens, runtime, the console's cookies), the guards and error handlers,
+and the lifespan: it creates and migrates the engine, runs the `Runtime` (scheduler,
+digests, confirmation mails, feed builds) while serving, and closes both in order.
+Imports `config`, `store`, `subscribers`, `runtime` and the package's modules.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from service.runtime import Runtime
 from service.web import (
     accesslog,
     admin_api,
+    console,
     feeds,
     guards,
     operations,
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     guards.install(app)
     app.add_exception_handler(subscribers.InvalidTokenError, subscriptions.invalid_link)
     feeds.mount(app, settings)
+    console.install(app, settings)
     app.state.settings = settings
     app.state.renderer = rendering.PageRenderer(settings)
     app.state.tokens = subscribers.Tokens(settings)
@@ -73,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
         subscriptions.router,
         admin_api.router,
         sources.router,
+        console.router,
     ):
         app.include_router(router)
     return app

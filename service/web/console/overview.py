@@ -1,0 +1,87 @@
+"""The console's Übersicht (`/verwaltung/`): what goes out next and how recent runs went.
+
+Owns the overview page: the next digest of each frequency and when it goes out (the
+scheduler's cron settings), the newest periods with their rows sent, skipped, failed,
+retrying and uncertain, failing sources, and addresses whose digest failed recently.
+Imports `store`, `digest` and the console's `access` and `frame`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from service import digest, store
+from service.web.console.access import CurrentOperator
+from service.web.console.frame import render_console, settings_of
+from service.web.dependencies import Session
+
+router = APIRouter()
+
+FREQUENCY_LABELS = {
+    store.Frequency.DAILY: "Täglich",
+    store.Frequency.WEEKLY: "Wöchentlich",
+    store.Frequency.MONTHLY: "Monatlich",
+}
+RECENT = timedelta(days=30)
+S = store.DeliveryStatus
+
+
+@dataclass(frozen=True)
+class NextDigest:
+    frequency: str
+    label: str  # the period it ends
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RunRow:
+    label: str
+    period_key: str
+    sent: int
+    skipped: int
+    failed: int
+    retrying: int
+    uncertain: int
+
+
+def _run_row(counts: store.PeriodCounts) -> RunRow:
+    return RunRow(
+        label=digest.period_label(counts.period),
+        period_key=counts.period_key,
+        sent=counts.count(S.SENT),
+        skipped=counts.count(S.EMPTY, S.SUPERSEDED),
+        failed=counts.count(S.FAILED),
+        retrying=counts.count(S.PENDING, S.SENDING),
+        uncertain=counts.count(S.UNCERTAIN),
+    )
+
+
+def _next_digests(request: Request, now: datetime) -> list[NextDigest]:
+    settings = settings_of(request)
+    found = []
+    for frequency in store.Frequency:
+        end = digest.next_period_end(settings, frequency, now)
+        start = digest.latest_period(settings, frequency, end).start
+        label = digest.period_label(store.Period(frequency, start, end))
+        found.append(NextDigest(FREQUENCY_LABELS[frequency], label, end))
+    return found
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def overview(request: Request, operator: CurrentOperator, session: Session) -> HTMLResponse:
+    now = store.utcnow()
+    runs = [_run_row(counts) for counts in await store.period_counts(session, limit=10)]
+    return render_console(
+        request,
+        "overview",
+        operator,
+        section="uebersicht",
+        next_digests=_next_digests(request, now),
+        runs=runs,
+        failing_sources=await store.sources.failing_sources(session),
+        failures=await store.recent_failures(session, now - RECENT),
+    )
