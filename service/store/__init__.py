@@ -2,11 +2,11 @@
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
 SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
-deliveries), `confirmation_queue`, `queues` (what the two mail queues share), and `sources` (where
-news comes from and how polling it went). Functions take an `AsyncSession` and leave transaction
-boundaries to the caller, except the few documented otherwise. Imports only `errors`, `clock` and
-`slugs`; every other module sits below the store in the flow and uses it as `from service import
-store`.
+deliveries), `confirmation_queue`, `queues` (what the two mail queues share), `history` (the
+ledger as operators read and retry it), and `sources` (where news comes from and how polling it
+went). Functions take an `AsyncSession` and leave transaction boundaries to the caller, except
+the few documented otherwise. Imports only `errors`, `clock` and `slugs`; every other module sits
+below the store in the flow and uses it as `from service import store`.
 """
 
 from sqlalchemy import select
@@ -71,6 +71,22 @@ from service.store.consents import (
     use_consent,
     void_open_consents,
 )
+from service.store.history import (
+    DELIVERY_STATES,
+    RETRYING,
+    DeliveryFilter,
+    HistoryEntry,
+    PeriodSummary,
+    address_history,
+    count_deliveries,
+    count_periods,
+    find_deliveries,
+    later_periods,
+    make_deliveries_due,
+    period_keys_ending,
+    period_summaries,
+    reopen_failed_deliveries,
+)
 from service.store.ledger import (
     Delivery,
     Period,
@@ -111,8 +127,10 @@ from service.store.subscribers import (
 
 __all__ = [
     "ARTICLE_ID_NAMESPACE",
+    "DELIVERY_STATES",
     "LISTING_HEADING",
     "MIGRATIONS_DIR",
+    "RETRYING",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "Address",
     "AddressStatus",
@@ -126,10 +144,13 @@ __all__ = [
     "ConfirmationRequest",
     "Consent",
     "Delivery",
+    "DeliveryFilter",
     "DeliveryStatus",
     "Frequency",
+    "HistoryEntry",
     "Outcome",
     "Period",
+    "PeriodSummary",
     "SaveOutcome",
     "SiteFact",
     "Subscriber",
@@ -140,6 +161,7 @@ __all__ = [
     "add_to_counts",
     "address_by_email",
     "address_by_id",
+    "address_history",
     "all_subscribers",
     "all_topics",
     "anonymous_counts",
@@ -153,7 +175,9 @@ __all__ = [
     "consent_by_id",
     "consents_of",
     "count_articles",
+    "count_deliveries",
     "count_due",
+    "count_periods",
     "count_recent_requests",
     "counts_by_status",
     "create_engine",
@@ -166,19 +190,25 @@ __all__ = [
     "erase_address",
     "exclusive",
     "feeds_version",
+    "find_deliveries",
     "finish_confirmation",
     "finish_delivery",
     "get_fact",
+    "later_periods",
+    "make_deliveries_due",
     "newest_articles",
     "next_window",
     "note_address_outcome",
     "open_consent",
+    "period_keys_ending",
+    "period_summaries",
     "plan_period",
     "publish_committed",
     "record_request",
     "release_claims",
     "release_confirmation_claims",
     "remove_subscriber",
+    "reopen_failed_deliveries",
     "requests_for",
     "save_article",
     "select",  # re-exported: tests build their queries with `store.select`

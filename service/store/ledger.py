@@ -50,6 +50,8 @@ class Delivery(QueuedMail, Base):
     __table_args__ = (
         UniqueConstraint("address_id", "period_key"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # The history's per-period counts and listings (`history`).
+        Index("ix_deliveries_period", "period_key", "status"),
     )
 
     address_id: Mapped[int] = mapped_column(ForeignKey("addresses.id", ondelete="CASCADE"))
