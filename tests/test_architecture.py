@@ -35,6 +35,7 @@ FLOW = [
     "outcomes",
     "confirmations",
     "digest",
+    "deliveries",
     "scheduler",
     "runtime",
     "web",
