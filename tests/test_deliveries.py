@@ -23,6 +23,17 @@ async def _rows(sessions) -> list[store.Delivery]:
         return list(await session.scalars(store.select(store.Delivery).order_by(store.Delivery.id)))
 
 
+async def _first_digests(settings, engine, sessions, *emails: str):
+    """Subscribe these addresses (weekly) and run next Monday's digests: (that moment, the
+    report, the ledger's rows)."""
+    await _demo(sessions)
+    for email in emails:
+        await _subscribe(sessions, f"Stadt {email.split('@')[1]}", email)
+    at = next_monday_8am()
+    report = await _run(settings, engine, sessions, at)
+    return at, report, await _rows(sessions)
+
+
 async def _retry(sessions, ids) -> deliveries.RetryReport:
     async with sessions() as session, session.begin():
         return await deliveries.retry_deliveries(session, ids, store.utcnow())
@@ -41,11 +52,7 @@ async def test_a_period_counts_its_rows_by_state_and_lists_them_filtered(
     mail_settings, smtp_server, engine, sessions
 ):
     settings = mail_settings.model_copy(update=WAIT_AN_HOUR)
-    await _demo(sessions)
-    for town in ("a", "b", "c"):
-        await _subscribe(sessions, f"Stadt {town.upper()}", f"rathaus@{town}.de")
-    at = next_monday_8am()
-    await _run(settings, engine, sessions, at)
+    await _first_digests(settings, engine, sessions, "rathaus@a.de", "rathaus@b.de", "rathaus@c.de")
 
     async with sessions() as session:
         (summary,) = await store.period_summaries(session)
@@ -100,11 +107,7 @@ async def _add_article(sessions, title: str) -> None:
 async def test_periods_are_named_by_frequency_and_day_or_by_their_key(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
-    (row,) = await _rows(sessions)
+    at, _, (row,) = await _first_digests(mail_settings, engine, sessions, "rathaus@leipzig.de")
     name = deliveries.period_name(row.period_key, row.period_end)
     assert name == f"weekly:{at.astimezone(BERLIN).date().isoformat()}"
 
@@ -185,11 +188,7 @@ async def test_paging_through_eleven_thousand_addresses_stays_fast(settings, eng
 
 @pytest.mark.smtp_replies("550")
 async def test_a_failed_delivery_retried_is_sent_once(mail_settings, smtp_server, engine, sessions):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de", "Kyjiw")
-    at = next_monday_8am()
-    first = await _run(mail_settings, engine, sessions, at)
-    (row,) = await _rows(sessions)
+    at, first, (row,) = await _first_digests(mail_settings, engine, sessions, "rathaus@leipzig.de")
     assert first.failed == 1 and row.status == "failed"
 
     report = await _retry(sessions, [row.id])
@@ -209,12 +208,9 @@ async def test_a_failed_delivery_retried_is_sent_once(mail_settings, smtp_server
 async def test_a_sent_or_uncertain_delivery_is_never_made_pending_again(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    await _subscribe(sessions, "Stadt Borna", "rathaus@borna.de")
-    at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
-    sent, maybe = await _rows(sessions)
+    at, _, (sent, maybe) = await _first_digests(
+        mail_settings, engine, sessions, "rathaus@leipzig.de", "rathaus@borna.de"
+    )
     async with sessions() as session, session.begin():
         row = await session.get(store.Delivery, maybe.id)
         row.status = "uncertain"
@@ -243,13 +239,11 @@ async def test_the_retrying_rows_of_a_period_are_sent_at_the_next_run_once_due(
     mail_settings, smtp_server, engine, sessions
 ):
     settings = mail_settings.model_copy(update=WAIT_AN_HOUR)
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    await _subscribe(sessions, "Stadt Borna", "rathaus@borna.de")
-    at = next_monday_8am()
-    first = await _run(settings, engine, sessions, at)
+    at, first, rows = await _first_digests(
+        settings, engine, sessions, "rathaus@leipzig.de", "rathaus@borna.de"
+    )
     waiting = await _run(settings, engine, sessions, at)
-    key = (await _rows(sessions))[0].period_key
+    key = rows[0].period_key
 
     report = await _retry_period(sessions, [key])
     again = await _retry(sessions, report.retried)
@@ -267,10 +261,7 @@ async def test_the_retrying_rows_of_a_period_are_sent_at_the_next_run_once_due(
 async def test_a_failed_row_a_newer_digest_carries_is_refused(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
+    at, _, _ = await _first_digests(mail_settings, engine, sessions, "rathaus@leipzig.de")
     await _add_article(sessions, "Neu")
     await _run(mail_settings, engine, sessions, at + timedelta(days=7))
     failed, newer = await _rows(sessions)
@@ -290,10 +281,7 @@ async def test_a_failed_row_of_a_bounced_address_is_refused(
     mail_settings, smtp_server, engine, sessions
 ):
     settings = mail_settings.model_copy(update={"bounce_after_failures": 1})
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    await _run(settings, engine, sessions, next_monday_8am())
-    (row,) = await _rows(sessions)
+    _, _, (row,) = await _first_digests(settings, engine, sessions, "rathaus@leipzig.de")
 
     report = await _retry(sessions, [row.id])
 
@@ -310,11 +298,7 @@ async def test_a_retry_racing_a_claim_changes_the_row_once(
     the row (PostgreSQL: its row lock; SQLite: the write lock) while the operator's retry
     waits; once the claim commits, the retry finds the row being sent and changes nothing."""
     settings = mail_settings.model_copy(update=WAIT_AN_HOUR)
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    at = next_monday_8am()
-    await _run(settings, engine, sessions, at)
-    (row,) = await _rows(sessions)
+    at, _, (row,) = await _first_digests(settings, engine, sessions, "rathaus@leipzig.de")
     assert (row.status, row.attempts) == ("pending", 1)
 
     async with sessions() as claimer:
@@ -348,11 +332,7 @@ async def test_a_retry_racing_a_claim_changes_the_row_once(
 async def test_two_retries_of_one_failed_row_reopen_it_once(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de")
-    at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
-    (row,) = await _rows(sessions)
+    at, _, (row,) = await _first_digests(mail_settings, engine, sessions, "rathaus@leipzig.de")
 
     first, second = await asyncio.gather(_retry(sessions, [row.id]), _retry(sessions, [row.id]))
 
