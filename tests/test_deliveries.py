@@ -65,6 +65,7 @@ async def test_a_period_counts_its_rows_by_state_and_lists_them_filtered(
         )
     assert (summary.count("sent"), summary.count("failed"), summary.count("retrying")) == (1, 1, 1)
     assert summary.total == 3 and summary.frequency is store.Frequency.WEEKLY
+    assert deliveries.period_label(summary).startswith("Wochenüberblick ")
     assert summary.end == store.Period.of((await _rows(sessions))[0]).end
     assert [e.email for e in failed] == ["rathaus@b.de"]
     assert failed[0].last_reply.startswith("550") and failed[0].attempts == 1
