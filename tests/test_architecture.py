@@ -36,6 +36,7 @@ FLOW = [
     "outcomes",
     "confirmations",
     "digest",
+    "deliveries",
     "scheduler",
     "runtime",
     "web",

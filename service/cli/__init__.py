@@ -1,12 +1,12 @@
 """Command line: `partnerpost serve | worker | db | ingest | feeds | articles |
-subscribers | digest | sources | operators`.
+subscribers | digest | deliveries | sources | operators`.
 
 An entry point: builds the settings, opens and closes the engine for each command, and
 turns errors into a message and an exit code (0 fine, 1 some input rejected, 2 failure).
 This module assembles the typer `app` from one module per command group: `operating`
-(serve, worker, db), `articles` (ingest, feeds, articles), `subscribers`, `digest`, `sources`,
-`operators` (console accounts);
-`common` holds what they share. Imports every module it drives.
+(serve, worker, db), `articles` (ingest, feeds, articles), `subscribers`, `digest`,
+`deliveries`, `sources`, `operators` (console accounts); `common` holds what they share.
+Imports every module it drives.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from typing import Annotated
 
 import typer
 
-from service.cli import articles, digest, operating, operators, sources, subscribers
+from service.cli import (
+    articles,
+    deliveries,
+    digest,
+    operating,
+    operators,
+    sources,
+    subscribers,
+)
 from service.cli.common import configure_logging
 
 __all__ = ["app", "configure_logging", "main"]
@@ -34,6 +42,7 @@ app.add_typer(articles.feeds_app, name="feeds")
 app.add_typer(articles.articles_app, name="articles")
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(digest.digest_app, name="digest")
+app.add_typer(deliveries.deliveries_app, name="deliveries")
 app.add_typer(sources.sources_app, name="sources")
 app.add_typer(operators.operators_app, name="operators")
 

@@ -2,12 +2,12 @@
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
 SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
-deliveries), `confirmation_queue`, `queues` (what the two mail queues share), `sources` (where
-news comes from and how polling it went) and `operators` (console accounts, failed sign-ins).
-Functions take an `AsyncSession` and leave transaction boundaries to the caller, except the few
-documented otherwise. Imports only `errors`, `clock` and
-`slugs`; every other module sits below the store in the flow and uses it as `from service import
-store`.
+deliveries), `history` (the ledger as operators read and retry it), `confirmation_queue`,
+`queues` (what the two mail queues share), `sources` (where news comes from and how polling it
+went) and `operators` (console accounts, failed sign-ins). Functions take an `AsyncSession` and
+leave transaction boundaries to the caller, except the few documented otherwise. Imports only
+`errors`, `clock` and `slugs`; every other module sits below the store in the flow and uses it
+as `from service import store`.
 """
 
 from sqlalchemy import select
@@ -72,10 +72,25 @@ from service.store.consents import (
     use_consent,
     void_open_consents,
 )
+from service.store.history import (
+    DELIVERY_STATES,
+    RETRYING,
+    DeliveryFilter,
+    HistoryEntry,
+    PeriodSummary,
+    address_history,
+    count_deliveries,
+    count_periods,
+    find_deliveries,
+    later_periods,
+    make_deliveries_due,
+    period_keys_ending,
+    period_summaries,
+    reopen_failed_deliveries,
+)
 from service.store.ledger import (
     Delivery,
     Period,
-    PeriodCounts,
     claim_deliveries,
     claiming_workers,
     count_due,
@@ -85,7 +100,6 @@ from service.store.ledger import (
     due_deliveries,
     finish_delivery,
     next_window,
-    period_counts,
     plan_period,
     recent_failures,
     release_claims,
@@ -130,8 +144,10 @@ from service.store.subscribers import (
 
 __all__ = [
     "ARTICLE_ID_NAMESPACE",
+    "DELIVERY_STATES",
     "LISTING_HEADING",
     "MIGRATIONS_DIR",
+    "RETRYING",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "Address",
     "AddressStatus",
@@ -145,14 +161,16 @@ __all__ = [
     "ConfirmationRequest",
     "Consent",
     "Delivery",
+    "DeliveryFilter",
     "DeliveryStatus",
     "Frequency",
+    "HistoryEntry",
     "Operator",
     "OperatorExistsError",
     "OperatorNotFoundError",
     "Outcome",
     "Period",
-    "PeriodCounts",
+    "PeriodSummary",
     "SaveOutcome",
     "SignInAttempt",
     "SiteFact",
@@ -165,6 +183,7 @@ __all__ = [
     "add_to_counts",
     "address_by_email",
     "address_by_id",
+    "address_history",
     "all_operators",
     "all_subscribers",
     "all_topics",
@@ -179,7 +198,9 @@ __all__ = [
     "consent_by_id",
     "consents_of",
     "count_articles",
+    "count_deliveries",
     "count_due",
+    "count_periods",
     "count_recent_requests",
     "counts_by_status",
     "create_engine",
@@ -194,17 +215,21 @@ __all__ = [
     "exclusive",
     "failed_sign_ins",
     "feeds_version",
+    "find_deliveries",
     "finish_confirmation",
     "finish_delivery",
     "forget_failed_sign_ins",
     "get_fact",
+    "later_periods",
+    "make_deliveries_due",
     "newest_articles",
     "next_window",
     "note_address_outcome",
     "open_consent",
     "operator_by_email",
     "operator_by_id",
-    "period_counts",
+    "period_keys_ending",
+    "period_summaries",
     "plan_period",
     "publish_committed",
     "recent_failures",
@@ -214,6 +239,7 @@ __all__ = [
     "release_confirmation_claims",
     "remove_operator",
     "remove_subscriber",
+    "reopen_failed_deliveries",
     "requests_for",
     "save_article",
     "select",  # re-exported: tests build their queries with `store.select`

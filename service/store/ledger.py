@@ -50,6 +50,8 @@ class Delivery(QueuedMail, Base):
     __table_args__ = (
         UniqueConstraint("address_id", "period_key"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # The history's per-period counts and listings (`history`).
+        Index("ix_deliveries_period", "period_key", "status"),
     )
 
     address_id: Mapped[int] = mapped_column(ForeignKey("addresses.id", ondelete="CASCADE"))
@@ -300,48 +302,6 @@ async def counts_by_status(
 ) -> dict[str, int]:
     rows = await session.execute(select(model.status, func.count()).group_by(model.status))
     return {status: int(count) for status, count in rows.all()}
-
-
-@dataclass(frozen=True)
-class PeriodCounts:
-    """How a period's ledger rows stand: rows per status."""
-
-    period_key: str
-    period_start: datetime
-    period_end: datetime
-    counts: dict[str, int]
-
-    @property
-    def period(self) -> Period:
-        frequency = Frequency(self.period_key.partition(":")[0])
-        return Period(frequency, self.period_start, self.period_end)
-
-    def count(self, *statuses: DeliveryStatus) -> int:
-        return sum(self.counts.get(str(status), 0) for status in statuses)
-
-
-async def period_counts(session: AsyncSession, limit: int = 10) -> list[PeriodCounts]:
-    """The newest `limit` periods with rows, newest first, each with its rows per status."""
-    newest = (
-        select(Delivery.period_key, func.max(Delivery.period_start), func.max(Delivery.period_end))
-        .group_by(Delivery.period_key)
-        .order_by(func.max(Delivery.period_end).desc(), Delivery.period_key)
-        .limit(limit)
-    )
-    periods = [
-        (key, _aware(start), _aware(end)) for key, start, end in await session.execute(newest)
-    ]
-    if not periods:
-        return []
-    rows = await session.execute(
-        select(Delivery.period_key, Delivery.status, func.count())
-        .where(Delivery.period_key.in_([key for key, _, _ in periods]))
-        .group_by(Delivery.period_key, Delivery.status)
-    )
-    counts: dict[str, dict[str, int]] = {key: {} for key, _, _ in periods}
-    for key, status, count in rows.all():
-        counts[key][status] = int(count)
-    return [PeriodCounts(key, start, end, counts[key]) for key, start, end in periods]
 
 
 def _aware(moment: datetime) -> datetime:

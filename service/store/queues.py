@@ -52,6 +52,8 @@ class QueuedMail:
     last_reply: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the row was last tried (not set by an outcome that is no attempt, such as empty).
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # What run reports count an outcome as, by the status it leaves its row in.
@@ -177,6 +179,7 @@ async def finish_row(
     }
     if outcome.counts_attempt:
         values["attempts"] = table.c.attempts + 1
+        values["last_attempt_at"] = now
     if outcome.uncertain:
         values["uncertain_attempts"] = table.c.uncertain_attempts + 1
     if outcome.message_id is not None:

@@ -48,15 +48,20 @@ class RunRow:
     uncertain: int
 
 
-def _run_row(counts: store.PeriodCounts) -> RunRow:
+def _run_row(summary: store.PeriodSummary) -> RunRow:
+    def count(*states: str) -> int:
+        return sum(summary.count(state) for state in states)
+
+    period = store.Period(summary.frequency, summary.start, summary.end)
     return RunRow(
-        label=digest.period_label(counts.period),
-        period_key=counts.period_key,
-        sent=counts.count(S.SENT),
-        skipped=counts.count(S.EMPTY, S.SUPERSEDED),
-        failed=counts.count(S.FAILED),
-        retrying=counts.count(S.PENDING, S.SENDING),
-        uncertain=counts.count(S.UNCERTAIN),
+        label=digest.period_label(period),
+        period_key=summary.key,
+        sent=count(S.SENT),
+        skipped=count(S.EMPTY, S.SUPERSEDED),
+        failed=count(S.FAILED),
+        # Not done yet: due for a first try, being sent, or waiting for a retry.
+        retrying=count(S.PENDING, S.SENDING, store.RETRYING),
+        uncertain=count(S.UNCERTAIN),
     )
 
 
@@ -74,7 +79,7 @@ def _next_digests(request: Request, now: datetime) -> list[NextDigest]:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def overview(request: Request, operator: CurrentOperator, session: Session) -> HTMLResponse:
     now = store.utcnow()
-    runs = [_run_row(counts) for counts in await store.period_counts(session, limit=10)]
+    runs = [_run_row(counts) for counts in await store.period_summaries(session, limit=10)]
     return render_console(
         request,
         "overview",
