@@ -73,6 +73,7 @@ from service.store.consents import (
 )
 from service.store.ledger import (
     Delivery,
+    Edition,
     Period,
     claim_deliveries,
     claiming_workers,
@@ -81,6 +82,8 @@ from service.store.ledger import (
     deliveries_of,
     deliveries_with_addresses,
     due_deliveries,
+    edition_starting,
+    editions,
     finish_delivery,
     next_window,
     plan_period,
@@ -127,6 +130,7 @@ __all__ = [
     "Consent",
     "Delivery",
     "DeliveryStatus",
+    "Edition",
     "Frequency",
     "Outcome",
     "Period",
@@ -162,6 +166,8 @@ __all__ = [
     "deliveries_with_addresses",
     "digest_articles",
     "due_deliveries",
+    "edition_starting",
+    "editions",
     "enqueue_confirmation",
     "erase_address",
     "exclusive",
