@@ -151,7 +151,7 @@ def archive_feed(settings: Settings, title: str, found: Sequence[store.Edition])
     """Atom 1.0: one entry per period page, newest first."""
     generator = FeedGenerator()
     generator.id(settings.link(FEED_PATH))
-    generator.title(f"{feeds.xml_safe(title) or feeds.DEFAULT_TITLE} – Archiv der Newsletter")
+    generator.title(f"{feeds.xml_safe(title) or feeds.DEFAULT_TITLE} – Archiv des Newsletters")
     generator.subtitle("Jede versandte Ausgabe des Newsletters für Kommunen als Webseite")
     generator.link(href=settings.link(FEED_PATH), rel="self")
     generator.link(href=settings.link("archiv"), rel="alternate", type="text/html")
