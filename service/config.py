@@ -199,6 +199,11 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Consecutive permanent failures that mark an address bounced."
     )
     digest_batch_size: int = Field(default=100, ge=1, description="Deliveries claimed at once.")
+    digest_max_articles: int = Field(
+        default=25,
+        ge=1,
+        description="Articles a digest lists; it links the archive for the rest.",
+    )
     digest_lease_seconds: int = Field(
         default=600, ge=10, description="After this, a crashed worker's claims are reclaimed."
     )

@@ -1,5 +1,5 @@
-"""Digest periods: when each frequency's period ends (a cron in Europe/Berlin) and the
-German label of the days it covers.
+"""Digest periods: when each frequency's period ends (a cron in Europe/Berlin), the
+German label of the days it covers, and the path of its archive page.
 
 Owns no data. Imports `config`, `store` (Period, Frequency) and `clock`.
 """
@@ -15,6 +15,12 @@ from service import store
 from service.clock import BERLIN
 from service.config import Settings
 
+# The archive's readable German name of each frequency (`/archiv/woechentlich/2026-11-23`).
+ARCHIVE_SLUGS = {
+    store.Frequency.DAILY: "taeglich",
+    store.Frequency.WEEKLY: "woechentlich",
+    store.Frequency.MONTHLY: "monatlich",
+}
 _LOOKBACK = timedelta(days=70)  # covers two period ends of any frequency
 _FIRST_LOOKBACK = timedelta(hours=1)
 
@@ -83,9 +89,19 @@ def _german_span(first: date, last: date) -> str:
     )
 
 
+def first_day(period: store.Period) -> date:
+    """The day in Berlin the period starts on, which names its archive page."""
+    return period.start.astimezone(BERLIN).date()
+
+
+def archive_path(period: store.Period) -> str:
+    """`archiv/woechentlich/2026-11-23`: the period's archive page below the base URL."""
+    return f"archiv/{ARCHIVE_SLUGS[period.frequency]}/{first_day(period).isoformat()}"
+
+
 def period_label(period: store.Period) -> str:
     """`Wochenüberblick 16.–22. November 2026`: the days the period covers."""
-    first = period.start.astimezone(BERLIN).date()
+    first = first_day(period)
     # A week from Monday 07:00 to Monday 07:00 is Monday to Sunday for a reader.
     last = max(first, (period.end.astimezone(BERLIN) - timedelta(days=1)).date())
     if period.frequency is store.Frequency.MONTHLY:

@@ -1,5 +1,6 @@
-"""Digest rendering: the articles an address gets in their order, the HTML and text mail from
-`templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
+"""Digest rendering: the articles an address gets in their order (at most
+`digest_max_articles`, the rest counted and linked to the period's archive page), the HTML and
+text mail from `templates/email/digest.{html,txt}.j2`, its envelope, and the preview of it.
 
 Owns no data. Imports `config`, `clock`, `store`, `consent` (legal links), `feeds` (links),
 `places`, `mailer`, `subscribers` (tokens), `templating` and `digest.periods`.
@@ -14,11 +15,12 @@ from datetime import datetime
 from urllib.parse import quote
 
 import css_inline
+from babel.numbers import format_decimal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import consent, feeds, mailer, places, store, templating
 from service.config import Settings
-from service.digest.periods import latest_period, period_label
+from service.digest.periods import archive_path, latest_period, period_label
 from service.subscribers import Tokens
 
 LIST_NAME = "Kommunalpartnerschaften Ukraine"
@@ -29,13 +31,21 @@ _UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
 
 @dataclass(frozen=True)
 class RenderedDigest:
-    """One address's digest: subject, bodies, the articles in it, its unsubscribe token."""
+    """One address's digest: subject, bodies, the articles it lists, how many more it only
+    counts (the archive page has them), its unsubscribe token."""
 
     subject: str
     text: str
     html: str
     article_ids: tuple[int, ...]
     unsubscribe_token: str
+    archived: int = 0
+
+    @property
+    def carried(self) -> int:
+        """The articles the digest carries, listed or counted: all of its ledger row's
+        window (the next row starts after it, so none of them comes again)."""
+        return len(self.article_ids) + self.archived
 
 
 def order_for(
@@ -48,6 +58,26 @@ def order_for(
     own = [a for score, a in sorted(scored, key=lambda p: -p[0]) if score > 0]
     rest = [a for score, a in scored if score == 0]
     return own, rest
+
+
+def capped(
+    own: list[store.Article], rest: list[store.Article], limit: int
+) -> tuple[list[store.Article], list[store.Article], int]:
+    """The first `limit` articles, own first, split as given, and how many are left out."""
+    listed_own = own[:limit]
+    listed_rest = rest[: limit - len(listed_own)]
+    return listed_own, listed_rest, len(own) + len(rest) - len(listed_own) - len(listed_rest)
+
+
+def more_label(count: int) -> str:
+    """`7.275 weitere Beiträge`: the articles a digest counts but does not list."""
+    number = format_decimal(count, locale=templating.LOCALE)
+    return f"{number} {'weiterer Beitrag' if count == 1 else 'weitere Beiträge'}"
+
+
+def archive_url(settings: Settings, period: store.Period) -> str:
+    """The public page of the period's general edition."""
+    return settings.link(archive_path(period))
 
 
 class DigestRenderer:
@@ -67,11 +97,12 @@ class DigestRenderer:
         subscriber: store.Subscriber,
         own: list[store.Article],
         rest: list[store.Article],
+        more: int,
     ) -> tuple[str, str, str]:
         """Subject, text and HTML with stand-ins for the per-address values, cached."""
         # Without articles of its own a municipality's digest differs from others only in
         # the stand-ins, so all of them share one rendering.
-        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest))
+        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest), more)
         if own:
             key += (subscriber.name, subscriber.partner, tuple(a.id for a in own))
         cached = self._shared.get(key)
@@ -79,7 +110,7 @@ class DigestRenderer:
             return cached
         settings = self._settings
         label = period_label(period)
-        count = len(own) + len(rest)
+        count = len(own) + len(rest) + more
         first = (own or rest)[0]
         context = {
             "list_name": LIST_NAME,
@@ -90,6 +121,8 @@ class DigestRenderer:
             "own_heading": self._own_heading(subscriber),
             "own": own,
             "rest": rest,
+            "more": more_label(more) if more else "",
+            "archive_url": archive_url(settings, period),
             "article_url": lambda a: feeds.article_url(settings, a),
             "feeds": {
                 "RSS": feeds.feed_url(settings, feeds.MAIN_FEED, ".xml"),
@@ -127,8 +160,10 @@ class DigestRenderer:
     ) -> RenderedDigest:
         """The digest of `articles` for one address, its names and links filled in."""
         subscriber = address.subscriber
-        own, rest = order_for(subscriber, articles)
-        subject, text, html = self._shared_parts(period, subscriber, own, rest)
+        own, rest, more = capped(
+            *order_for(subscriber, articles), self._settings.digest_max_articles
+        )
+        subject, text, html = self._shared_parts(period, subscriber, own, rest, more)
         token = self._tokens.unsubscribe(address)
         values = {
             _NAME: mailer.header_safe(subscriber.name),
@@ -141,7 +176,8 @@ class DigestRenderer:
         for placeholder, value in values.items():
             text = text.replace(placeholder, value)
             html = html.replace(placeholder, html_lib.escape(value, quote=True))
-        return RenderedDigest(subject, text, html, tuple(a.id for a in own + rest), token)
+        listed = tuple(a.id for a in own + rest)
+        return RenderedDigest(subject, text, html, listed, token, archived=more)
 
     def envelope(
         self,
@@ -165,7 +201,7 @@ class DigestRenderer:
                 f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
             ),
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Archive": f"<{settings.link('')}>",
+            "List-Archive": f"<{archive_url(settings, period)}>",
         }
         message = mailer.compose(
             settings,

@@ -326,5 +326,6 @@ class DigestRunner:
                 now=store.utcnow(),
             )
             return await finish(outcome)
-        article_count = len(digest.article_ids)
+        # The row's window counts as carried, also the articles beyond the cap.
+        article_count = digest.carried
         return await finish(outcomes.sent(reply, envelope.message_id, article_count=article_count))

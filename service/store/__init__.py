@@ -90,6 +90,7 @@ from service.store.history import (
 )
 from service.store.ledger import (
     Delivery,
+    Edition,
     Period,
     claim_deliveries,
     claiming_workers,
@@ -98,6 +99,8 @@ from service.store.ledger import (
     deliveries_of,
     deliveries_with_addresses,
     due_deliveries,
+    edition_starting,
+    editions,
     finish_delivery,
     next_window,
     plan_period,
@@ -163,6 +166,7 @@ __all__ = [
     "Delivery",
     "DeliveryFilter",
     "DeliveryStatus",
+    "Edition",
     "Frequency",
     "HistoryEntry",
     "Operator",
@@ -209,6 +213,8 @@ __all__ = [
     "deliveries_with_addresses",
     "digest_articles",
     "due_deliveries",
+    "edition_starting",
+    "editions",
     "end_sessions",
     "enqueue_confirmation",
     "erase_address",

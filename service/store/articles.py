@@ -2,7 +2,8 @@
 
 Owns the tables `articles`, `article_topics` and `site_facts`: saving an article (a new
 one, or an edit of a stored one), the queries feeds and pages make, the feeds' version,
-and the numbering of committed articles that digests follow (`publish_committed`).
+the numbering of committed articles that digests follow (`publish_committed`), and the
+articles of a window of those numbers (a digest row's, an archived period's).
 Imports `base` and `subscribers` (the feeds' version counts municipalities).
 """
 
@@ -18,6 +19,7 @@ from typing import cast
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     ForeignKey,
     String,
     Table,
@@ -29,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from service import slugs
 from service.clock import utcnow
@@ -308,19 +311,42 @@ async def newest_seq(session: AsyncSession) -> int:
     return int(await session.scalar(query) or 0)
 
 
+def _in_window(
+    after: int | ColumnElement[int], upto: int | ColumnElement[int]
+) -> tuple[ColumnElement[bool], ...]:
+    """Publication numbers after < n <= upto, without backfills imported not to notify."""
+    return (
+        Article.publication_seq > after,
+        Article.publication_seq <= upto,
+        Article.notify.is_(True),
+    )
+
+
+def count_in_window(after: ColumnElement[int], upto: ColumnElement[int]) -> ScalarSelect[int]:
+    """How many articles a window of columns carries, as a subquery (the archive counts
+    each sent period's articles with it)."""
+    return (
+        select(func.count()).select_from(Article).where(*_in_window(after, upto)).scalar_subquery()
+    )
+
+
 async def digest_articles(
-    session: AsyncSession, after: int, upto: int, topics: Sequence[str] = ()
+    session: AsyncSession,
+    after: int,
+    upto: int,
+    topics: Sequence[str] = (),
+    *,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> Sequence[Article]:
     """The articles a digest row carries (publication numbers after < n <= upto), newest
-    publication date first."""
+    publication date first; `offset` and `limit` page through them."""
     query = (
         select(Article)
-        .where(
-            Article.publication_seq > after,
-            Article.publication_seq <= upto,
-            Article.notify.is_(True),
-        )
+        .where(*_in_window(after, upto))
         .order_by(Article.published_at.desc(), Article.id.desc())
+        .offset(offset)
+        .limit(limit)
     )
     if topics:
         query = query.where(

@@ -3,8 +3,8 @@ was sent.
 
 Owns the table `deliveries`: the digest periods, planning a period's rows (high-water
 marks over publication numbers, see `articles.publish_committed`), claiming and finishing
-rows (the shared mechanics are in `queues`), and the ledger's counts. Imports `base`,
-`articles`, `subscribers` and `queues`.
+rows (the shared mechanics are in `queues`), the ledger's counts, and the sent periods the
+archive shows (`Edition`). Imports `base`, `articles`, `subscribers` and `queues`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.store.articles import Article, newest_seq, publish_committed
+from service.store.articles import Article, count_in_window, newest_seq, publish_committed
 from service.store.base import Base, UTCDateTime
 from service.store.queues import (
     DeliveryStatus,
@@ -62,6 +63,8 @@ class Delivery(QueuedMail, Base):
     # upto_article_id (publication sequences; the names are from when they were ids).
     after_article_id: Mapped[int] = mapped_column(BigInteger)
     upto_article_id: Mapped[int] = mapped_column(BigInteger)
+    # The articles of the window the sent digest carried: listed, or beyond the digest's cap
+    # counted and linked to the archive (they are not sent again either).
     article_count: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -325,3 +328,70 @@ async def recent_failures(
     for address, delivery in rows.all():
         seen.setdefault(address.id, (address, delivery))
     return list(seen.values())[:limit]
+
+
+# --- the archive: the general edition of each sent period ---------------------------------
+
+
+@dataclass(frozen=True)
+class Edition:
+    """The general edition of a sent period: the publication numbers its sent rows carried
+    (after < n <= upto, from the lowest start to the highest end of those rows), how many
+    articles that is, and when the last of them went out."""
+
+    period: Period
+    after: int
+    upto: int
+    articles: int
+    sent_at: datetime | None
+
+
+def _editions(*where: ColumnElement[bool]) -> Any:
+    """The editions of the periods whose sent rows match `where`, as a subquery; a period
+    whose window holds no article (any more) has none."""
+    windows = (
+        select(
+            Delivery.period_key.label("key"),
+            func.min(Delivery.period_start).label("start"),
+            func.max(Delivery.period_end).label("end"),
+            func.min(Delivery.after_article_id).label("after"),
+            func.max(Delivery.upto_article_id).label("upto"),
+            func.max(Delivery.sent_at).label("sent_at"),
+        )
+        .where(Delivery.status == DeliveryStatus.SENT, *where)
+        .group_by(Delivery.period_key)
+        .subquery()
+    )
+    articles = count_in_window(windows.c.after, windows.c.upto)
+    return select(windows, articles.label("articles")).where(articles > 0).subquery()
+
+
+def _edition(row: Any) -> Edition:
+    frequency = Frequency(row.key.partition(":")[0])
+    period = Period(frequency, row.start, row.end)
+    return Edition(period, int(row.after), int(row.upto), int(row.articles), row.sent_at)
+
+
+async def editions(session: AsyncSession, offset: int, limit: int) -> tuple[list[Edition], int]:
+    """A page of the editions of all sent periods, newest period end first, and how many
+    there are in all."""
+    found = _editions()
+    total = int(await session.scalar(select(func.count()).select_from(found)) or 0)
+    rows = await session.execute(
+        select(found).order_by(found.c.end.desc(), found.c.key).offset(offset).limit(limit)
+    )
+    return [_edition(row) for row in rows.all()], total
+
+
+async def edition_starting(
+    session: AsyncSession, frequency: Frequency, since: datetime, until: datetime
+) -> Edition | None:
+    """The edition of the frequency's sent period that starts in [since, until) (the newest,
+    should the cron have changed and two started then); None if there is none."""
+    found = _editions(
+        Delivery.period_key.like(f"{frequency}:%"),
+        Delivery.period_start >= since,
+        Delivery.period_start < until,
+    )
+    row = (await session.execute(select(found).order_by(found.c.end.desc()).limit(1))).first()
+    return None if row is None else _edition(row)

@@ -22,6 +22,7 @@ from service.runtime import Runtime
 from service.web import (
     accesslog,
     admin_api,
+    archive,
     console,
     feeds,
     guards,
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     accesslog.install()
     for router in (
         pages.router,
+        archive.router,
         operations.router,
         subscriptions.router,
         admin_api.router,
