@@ -1,7 +1,8 @@
 """The store: schema, engine, sessions and every query partnerpost makes.
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
-SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
+SQLite and PostgreSQL differ), `articles`, `curation` (what operators
+do to articles: search, hide, edit), `subscribers`, `consents`, `ledger` (the digest
 deliveries), `confirmation_queue`, `queues` (what the two mail queues share), `sources` (where
 news comes from and how polling it went) and `operators` (console accounts, failed sign-ins).
 Functions take an `AsyncSession` and leave transaction boundaries to the caller, except the few
@@ -72,6 +73,13 @@ from service.store.consents import (
     use_consent,
     void_open_consents,
 )
+from service.store.curation import (
+    ArticlePage,
+    article_by_id,
+    edit_article,
+    search_articles,
+    set_hidden,
+)
 from service.store.ledger import (
     Delivery,
     Period,
@@ -138,6 +146,7 @@ __all__ = [
     "AnonymousCount",
     "Article",
     "ArticleData",
+    "ArticlePage",
     "ArticleTopic",
     "Base",
     "Capabilities",
@@ -169,6 +178,7 @@ __all__ = [
     "all_subscribers",
     "all_topics",
     "anonymous_counts",
+    "article_by_id",
     "article_by_slug",
     "article_guid",
     "check_connection",
@@ -188,6 +198,7 @@ __all__ = [
     "deliveries_with_addresses",
     "digest_articles",
     "due_deliveries",
+    "edit_article",
     "end_sessions",
     "enqueue_confirmation",
     "erase_address",
@@ -216,9 +227,11 @@ __all__ = [
     "remove_subscriber",
     "requests_for",
     "save_article",
+    "search_articles",
     "select",  # re-exported: tests build their queries with `store.select`
     "session_factory",
     "set_fact",
+    "set_hidden",
     "slugify",  # re-exported: callers know it from here
     "subscriber_by_name",
     "subscriber_by_slug",
