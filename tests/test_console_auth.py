@@ -18,6 +18,9 @@ from service import digest, operators, store
 from service.config import Settings
 
 from .conftest import running_app
+from .console import console_client
+from .console import csrf_of as _csrf
+from .console import sign_in as _sign_in
 
 PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
 EMAIL = "redaktion@agentur.example"
@@ -46,25 +49,8 @@ async def operator(sessions: async_sessionmaker[AsyncSession]) -> store.Operator
 async def client(
     plain_settings: Settings, operator: store.Operator
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        running_app(plain_settings) as url,
-        httpx.AsyncClient(base_url=url, follow_redirects=False, timeout=30) as http,
-    ):
+    async with console_client(plain_settings) as http:
         yield http
-
-
-def _csrf(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
-
-
-async def _sign_in(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
-    form = await http.get("/verwaltung/anmelden")
-    return await http.post(
-        "/verwaltung/anmelden",
-        data={"csrf": _csrf(form), "email": email, "password": password, "weiter": ""},
-    )
 
 
 async def test_console_redirects_to_sign_in_when_not_signed_in(client):

@@ -51,6 +51,9 @@ from service.ingest.model import (
     Duplicate,
 )
 from service.ingest.model import (
+    ArticleEdit as ArticleEdit,
+)
+from service.ingest.model import (
     ArticleIn as ArticleIn,
 )
 from service.ingest.model import (

@@ -1,6 +1,7 @@
 """One article as input: the validated shape every format is read into, and what parsing yields.
 
-`ArticleIn` is also the admin API's request body. Its stable key is, in this order: the
+`ArticleIn` is also the admin API's request body; `ArticleEdit` checks an operator's edit
+by the same rules. Its stable key is, in this order: the
 `key` the input gives; its source URL; else `<publication date>/<slug of the first title
 it was imported with>`. Imports `store`, `slugs`, `clock` and `text`.
 """
@@ -97,6 +98,16 @@ class ArticleIn(BaseModel):
             topics=tuple(dict.fromkeys(self.topics)),
             notify=notify,
         )
+
+
+class ArticleEdit(BaseModel):
+    """What an operator may change of a stored article, by `ArticleIn`'s rules."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: Title
+    teaser: Teaser
+    topics: list[Topic] = Field(default_factory=list, max_length=20)
 
 
 # --- results --------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """The store: schema, engine, sessions and every query partnerpost makes.
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
-SQLite and PostgreSQL differ), `articles`, `subscribers`, `consents`, `ledger` (the digest
-deliveries), `history` (the ledger as operators read and retry it), `confirmation_queue`,
-`queues` (what the two mail queues share), `sources` (where news comes from and how polling it
-went) and `operators` (console accounts, failed sign-ins). Functions take an `AsyncSession` and
-leave transaction boundaries to the caller, except the few documented otherwise. Imports only
-`errors`, `clock` and `slugs`; every other module sits below the store in the flow and uses it
-as `from service import store`.
+SQLite and PostgreSQL differ), `articles`, `curation` (what operators do to articles: search,
+hide, edit), `subscribers`, `consents`, `ledger` (the digest deliveries), `history` (the ledger
+as operators read and retry it), `confirmation_queue`, `queues` (what the two mail queues
+share), `sources` (where news comes from and how polling it went) and `operators` (console
+accounts, failed sign-ins). Functions take an `AsyncSession` and leave transaction boundaries to
+the caller, except the few documented otherwise. Imports only `errors`, `clock` and `slugs`;
+every other module sits below the store in the flow and uses it as `from service import store`.
 """
 
 from sqlalchemy import select
@@ -71,6 +71,13 @@ from service.store.consents import (
     open_consent,
     use_consent,
     void_open_consents,
+)
+from service.store.curation import (
+    ArticlePage,
+    article_by_id,
+    edit_article,
+    search_articles,
+    set_hidden,
 )
 from service.store.history import (
     DELIVERY_STATES,
@@ -157,6 +164,7 @@ __all__ = [
     "AnonymousCount",
     "Article",
     "ArticleData",
+    "ArticlePage",
     "ArticleTopic",
     "Base",
     "Capabilities",
@@ -192,6 +200,7 @@ __all__ = [
     "all_subscribers",
     "all_topics",
     "anonymous_counts",
+    "article_by_id",
     "article_by_slug",
     "article_guid",
     "check_connection",
@@ -213,6 +222,7 @@ __all__ = [
     "deliveries_with_addresses",
     "digest_articles",
     "due_deliveries",
+    "edit_article",
     "edition_starting",
     "editions",
     "end_sessions",
@@ -248,9 +258,11 @@ __all__ = [
     "reopen_failed_deliveries",
     "requests_for",
     "save_article",
+    "search_articles",
     "select",  # re-exported: tests build their queries with `store.select`
     "session_factory",
     "set_fact",
+    "set_hidden",
     "slugify",  # re-exported: callers know it from here
     "subscriber_by_name",
     "subscriber_by_slug",

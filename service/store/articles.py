@@ -67,6 +67,8 @@ class Article(Base):
     publication_seq: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Set while an operator hides it: no feed, page or digest not yet sent shows it.
+    hidden_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     topic_rows: Mapped[list[ArticleTopic]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="ArticleTopic.topic"
     )
@@ -194,8 +196,14 @@ async def save_article(
 async def newest_articles(
     session: AsyncSession, limit: int, topic: str | None = None
 ) -> Sequence[Article]:
-    """Newest first by publication date, then by insertion order."""
-    query = select(Article).order_by(Article.published_at.desc(), Article.id.desc()).limit(limit)
+    """The visible (not hidden) articles, newest first by publication date, then by
+    insertion order."""
+    query = (
+        select(Article)
+        .where(Article.hidden_at.is_(None))
+        .order_by(Article.published_at.desc(), Article.id.desc())
+        .limit(limit)
+    )
     if topic is not None:
         query = query.join(ArticleTopic).where(ArticleTopic.topic == topic)
     return (await session.scalars(query.options(selectinload(Article.topic_rows)))).all()
@@ -228,10 +236,17 @@ async def count_articles(session: AsyncSession) -> int:
 
 async def feeds_version(session: AsyncSession) -> str:
     """A value that changes whenever something feeds show changes: an article is added,
-    edited or removed, a municipality joins or leaves, the listing heading changes."""
+    edited, hidden, shown again or removed, a municipality joins or leaves, the listing
+    heading changes."""
     articles = (
         await session.execute(
-            select(func.count(Article.id), func.max(Article.id), func.max(Article.updated_at))
+            select(
+                func.count(Article.id),
+                func.max(Article.id),
+                func.max(Article.updated_at),
+                func.count(Article.hidden_at),
+                func.max(Article.hidden_at),
+            )
         )
     ).one()
     subscribers = (
@@ -314,11 +329,13 @@ async def newest_seq(session: AsyncSession) -> int:
 def _in_window(
     after: int | ColumnElement[int], upto: int | ColumnElement[int]
 ) -> tuple[ColumnElement[bool], ...]:
-    """Publication numbers after < n <= upto, without backfills imported not to notify."""
+    """Publication numbers after < n <= upto, without backfills imported not to notify and
+    without hidden articles."""
     return (
         Article.publication_seq > after,
         Article.publication_seq <= upto,
         Article.notify.is_(True),
+        Article.hidden_at.is_(None),
     )
 
 

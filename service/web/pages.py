@@ -39,6 +39,8 @@ async def article_page(slug: str, db_session: Session, view: PageView) -> HTMLRe
         article = await store.article_by_slug(db_session, slug)
     except ArticleNotFoundError:
         return await view.page("not_found", code=404)
+    if article.hidden_at is not None:  # hidden in the console: gone until shown again
+        return await view.page("not_found", code=410)
     return await view.page("article", article=article)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-04
+Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence

@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-08
+Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence

@@ -3,7 +3,7 @@ period for the per-period counts and listings.
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-06
+Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence

@@ -115,9 +115,13 @@ def render_console(
     return response
 
 
-def redirect(request: Request, path: str = "", flash: str | None = None) -> RedirectResponse:
-    """303 to the console page at `path` (below the console), leaving `flash` for it."""
-    response = RedirectResponse(console_path(settings_of(request), path), status_code=303)
+def redirect(
+    request: Request, path: str = "", flash: str | None = None, query: str = ""
+) -> RedirectResponse:
+    """303 to the console page at `path` (below the console) with the query string
+    `query` (as `urlencode` makes it), leaving `flash` for it."""
+    target = console_path(settings_of(request), path)
+    response = RedirectResponse(f"{target}?{query}" if query else target, status_code=303)
     if flash:
         cookies_of(request).set_flash(response, flash)
     return response
