@@ -1,4 +1,5 @@
-"""Shared fixtures: one store per database kind, settings, a live HTTP server."""
+"""Shared fixtures: one store per database kind, settings, a live HTTP server, a real SMTP
+server, a real browser."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import email
 import email.message
 import email.policy
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,13 +18,16 @@ from pathlib import Path
 import asyncpg
 import hypothesis
 import pytest
+import pytest_asyncio
 import uvicorn
+from playwright.async_api import Browser, Page, async_playwright
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import store
 from service.config import Settings
 
+from .browser import HEIGHT, Watch, chromium_executable
 from .feedserver import FeedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,11 +140,12 @@ async def running_app(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serving(app: object) -> AsyncIterator[str]:
-    """Run an ASGI app under uvicorn (lifespan included) on a free loopback port."""
+async def serving(app: object, listening: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app under uvicorn (lifespan included) on a free loopback port, or on
+    `listening`, a socket already bound (when the app must know its own URL)."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listening] if listening else None))
     for _ in range(500):
         if server.started or task.done():
             break
@@ -231,11 +237,18 @@ class SmtpServer:
 @pytest.fixture
 async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServer]:
     """aiosmtpd on a free loopback port, in the test's event loop."""
+    marker = request.node.get_closest_marker("smtp_replies")
+    utf8 = request.node.get_closest_marker("smtputf8") is not None
+    async with smtp_relay(list(marker.args) if marker else [], utf8) as relay:
+        yield relay
+
+
+@asynccontextmanager
+async def smtp_relay(replies: list[str], utf8: bool = False) -> AsyncIterator[SmtpServer]:
+    """aiosmtpd with a `RecordingHandler` on a free loopback port, in the running loop."""
     from aiosmtpd.smtp import SMTP
 
-    marker = request.node.get_closest_marker("smtp_replies")
-    handler = RecordingHandler(list(marker.args) if marker else [])
-    utf8 = request.node.get_closest_marker("smtputf8") is not None
+    handler = RecordingHandler(replies)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="smtp.test", ident="test", enable_SMTPUTF8=utf8),
@@ -243,9 +256,11 @@ async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServe
         0,
     )
     port = server.sockets[0].getsockname()[1]
-    yield SmtpServer("127.0.0.1", port, handler)
-    server.close()
-    await server.wait_closed()
+    try:
+        yield SmtpServer("127.0.0.1", port, handler)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture
@@ -289,3 +304,45 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     async with serving(server) as url:
         server.base = url
         yield server
+
+
+# --- a real browser -----------------------------------------------------------------------
+# Playwright objects belong to the event loop that made them, and the browser lives for the
+# whole session: a test that uses `page` runs in the session's loop
+# (`pytest.mark.asyncio(loop_scope="session")`), and so must every async fixture it uses.
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium (the machine's, never a download) for the whole session."""
+    executable = chromium_executable()
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+def width() -> int:
+    """The browser window's width in CSS pixels; tests parametrize it over `WIDTHS`."""
+    return 1280
+
+
+@pytest.fixture
+def watch() -> Watch:
+    """What went wrong in the test's page (see `page`)."""
+    return Watch()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(browser: Browser, width: int, watch: Watch) -> AsyncIterator[Page]:
+    """A page in a context of its own (no cookies from other tests), `width` wide; fails
+    the test on any console error, uncaught exception, failed request or error status."""
+    context = await browser.new_context(viewport={"width": width, "height": HEIGHT})
+    page = await context.new_page()
+    watch.attach(page)
+    try:
+        yield page
+    finally:
+        await context.close()
+    assert not watch.problems, "the page reported:\n" + "\n".join(watch.problems)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +19,7 @@ from PIL import Image
 
 from service import ingest
 
+from .browser import chromium_executable
 from .test_ingest import DEMO_TEXT
 
 sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -75,16 +74,6 @@ async def test_image_caption_without_an_image_is_not_shown_on_the_front_page(cli
     assert image.get("alt") == photo["image_caption"]
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI") == "true":
-        pytest.fail("Chromium is not installed (apt-get install chromium)")
-    pytest.skip("Chromium is not installed")
-
-
 @sqlite_only
 async def test_front_page_fits_a_375px_phone_screen(client, tmp_path: Path):
     """The page heading ran past the right edge of a phone screen."""
@@ -92,7 +81,7 @@ async def test_front_page_fits_a_375px_phone_screen(client, tmp_path: Path):
     # Asynchronously: the server under test runs in this event loop.
     browser = await asyncio.create_subprocess_exec(
         *[
-            _chromium(),
+            chromium_executable(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
