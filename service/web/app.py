@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=500)
     guards.install(app)
     app.add_exception_handler(subscribers.InvalidTokenError, subscriptions.invalid_link)
+    app.add_exception_handler(404, pages.not_found)
     feeds.mount(app, settings)
     console.install(app, settings)
     app.state.settings = settings

@@ -6,12 +6,15 @@ Imports `store`, `consent` and the web package's `dependencies`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.exceptions import HTTPException
 
 from service import consent, store
 from service.errors import ArticleNotFoundError
 from service.web.dependencies import AppSettings, PageView, Session
+from service.web.rendering import PageRenderer, View
 
 router = APIRouter(include_in_schema=False)
 
@@ -56,3 +59,16 @@ async def imprint_page(view: PageView, settings: AppSettings) -> Response:
     if settings.imprint_url:
         return RedirectResponse(settings.imprint_url, status_code=307)
     return await view.message("Impressum", *consent.paragraphs(settings.imprint_text))
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """404 for a path no route knows: the German page for people, FastAPI's JSON for the
+    API's clients (and for a route that raised its own 404 with a detail)."""
+    if request.url.path.startswith("/api/") or (
+        isinstance(exc, HTTPException) and exc.detail != "Not Found"
+    ):
+        assert isinstance(exc, HTTPException)
+        return await http_exception_handler(request, exc)
+    renderer: PageRenderer = request.app.state.renderer
+    async with request.app.state.sessions() as session:
+        return await View(renderer, session).page("not_found", code=404)
