@@ -10,28 +10,24 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import pytest
 from lxml import html as lxml_html
 from PIL import Image
 
 from service import ingest
 
-from .test_ingest import DEMO_TEXT
+from .helpers import sqlite_only
 
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 PHONE_WIDTH = 375
 
 
 @pytest.fixture
-async def client(sessions, live_server: str) -> AsyncIterator[httpx.AsyncClient]:
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    async with httpx.AsyncClient(base_url=live_server, timeout=10) as client:
-        yield client
+def app_settings(settings, demo):
+    """The app serves the demo articles."""
+    return settings
 
 
 @sqlite_only
