@@ -399,45 +399,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def environment(**variables: str) -> dict[str, str]:
+def environment(variables: dict[str, str]) -> dict[str, str]:
     """This process's environment without any PARTNERPOST_ variable, plus `variables`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
     env.update(variables)
     return env
 
 
-def store_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The variables naming the store and the feeds folder of `settings`, plus `extra`."""
+def store_env(settings: Settings) -> dict[str, str]:
+    """The variables naming the store and the feeds folder of `settings`."""
     return {
         "PARTNERPOST_DATABASE_URL": settings.database_url,
         "PARTNERPOST_FEEDS_DIR": str(settings.feeds_dir),
-        **extra,
     }
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a command runs in for `settings` (store, base URL, admin token)."""
+    """The environment a command runs in for `settings` (store, base URL, admin token);
+    `extra` adds or overrides variables."""
     return environment(
-        **store_env(settings),
-        PARTNERPOST_BASE_URL=settings.public_url,
-        PARTNERPOST_ADMIN_TOKEN=settings.admin_token.get_secret_value(),
-        **extra,
+        {
+            **store_env(settings),
+            "PARTNERPOST_BASE_URL": settings.public_url,
+            "PARTNERPOST_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
+            **extra,
+        }
     )
 
 
 def mail_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """`cli_env` plus the mail settings."""
-    return cli_env(
-        settings,
-        PARTNERPOST_MAILER=settings.mailer,
-        PARTNERPOST_SMTP_HOST=settings.smtp_host,
-        PARTNERPOST_SMTP_PORT=str(settings.smtp_port),
-        PARTNERPOST_MAIL_FROM=settings.mail_from,
-        PARTNERPOST_SECRET_KEY=settings.secret_key.get_secret_value(),
-        PARTNERPOST_DIGEST_RETRY_BASE_SECONDS="0",
-        PARTNERPOST_OUTBOX_DIR=str(settings.feeds_dir.parent / "outbox"),
-        **extra,
-    )
+    """`cli_env` plus the mail settings; `extra` adds or overrides variables."""
+    mail = {
+        "PARTNERPOST_MAILER": settings.mailer,
+        "PARTNERPOST_SMTP_HOST": settings.smtp_host,
+        "PARTNERPOST_SMTP_PORT": str(settings.smtp_port),
+        "PARTNERPOST_MAIL_FROM": settings.mail_from,
+        "PARTNERPOST_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "PARTNERPOST_DIGEST_RETRY_BASE_SECONDS": "0",
+        "PARTNERPOST_OUTBOX_DIR": str(settings.feeds_dir.parent / "outbox"),
+    }
+    return cli_env(settings, **{**mail, **extra})
 
 
 def partnerpost(

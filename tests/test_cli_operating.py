@@ -22,7 +22,7 @@ from .helpers import (
 
 
 def _run(cwd: Path, *args: str, **env: str):
-    return partnerpost(*args, env=environment(**env), cwd=cwd)
+    return partnerpost(*args, env=environment(env), cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_db_upgrade_and_ingest_create_the_database(tmp_path):
 @sqlite_only
 def test_feeds_built_for_another_base_url_are_not_overwritten_without_force(settings):
     cwd = settings.feeds_dir.parent
-    live = store_env(settings, PARTNERPOST_BASE_URL="https://news.example.org")
+    live = {**store_env(settings), "PARTNERPOST_BASE_URL": "https://news.example.org"}
     stray = store_env(settings)  # no PARTNERPOST_BASE_URL: http://127.0.0.1:8000
     assert _run(cwd, "ingest", str(DEMO), **live).returncode == 0
     atom = settings.feeds_dir / "artikel.atom"
@@ -91,7 +91,7 @@ def test_second_serve_on_a_busy_port_fails_before_touching_the_store(tmp_path):
 
 def test_serve_links_follow_its_port_and_sigterm_exits_0(tmp_path):
     assert _run(tmp_path, "ingest", str(DEMO)).returncode == 0
-    with serve(environment(), tmp_path) as served:
+    with serve(environment({}), tmp_path) as served:
         base = served.url
         front = httpx.get(f"{base}/", timeout=5).text
         form = httpx.get(f"{base}/abonnieren", timeout=5).text

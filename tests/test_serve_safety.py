@@ -24,12 +24,12 @@ SECRET = "serve-test-secret-0123456789abcdefghijkl"
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
     return environment(
-        **store_env(
-            settings,
-            PARTNERPOST_OUTBOX_DIR=str(settings.feeds_dir.parent / "outbox"),
-            PARTNERPOST_SECRET_KEY=SECRET,
+        {
+            **store_env(settings),
+            "PARTNERPOST_OUTBOX_DIR": str(settings.feeds_dir.parent / "outbox"),
+            "PARTNERPOST_SECRET_KEY": SECRET,
             **extra,
-        )
+        }
     )
 
 
