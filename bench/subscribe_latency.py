@@ -40,12 +40,11 @@ class SlowRelay:
 
 
 async def main(requests: int, delay: float) -> None:
-    import httpx
     from aiosmtpd.smtp import SMTP
 
     from service import store
     from service.config import Settings
-    from tests.conftest import running_app
+    from tests.helpers import app_client
 
     relay = SlowRelay(delay)
     relay.wanted = requests
@@ -71,7 +70,7 @@ async def main(requests: int, delay: float) -> None:
             await store.add_address(session, town, "aktiv@stadt.de", store.AddressStatus.ACTIVE)
         await engine.dispose()
         timings: dict[str, list[float]] = {"new": [], "active": []}
-        async with running_app(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        async with app_client(settings) as client:
             for n in range(requests):
                 for kind, email in (("new", f"neu{n}@stadt.de"), ("active", "aktiv@stadt.de")):
                     started = time.perf_counter()

@@ -1,27 +1,21 @@
-"""Shared fixtures: one store per database kind, settings, a live HTTP server, a real SMTP
-server, a real browser."""
+"""Shared fixtures: one store per database kind, settings, the app over HTTP, a real SMTP
+server, a scripted feed server, a real browser. Plain helper functions are in helpers.py."""
 
 from __future__ import annotations
 
 import asyncio
-import email
-import email.message
-import email.policy
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import hypothesis
 import pytest
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import store
@@ -29,15 +23,16 @@ from service.config import Settings
 
 from .browser import HEIGHT, Watch, chromium_executable
 from .feedserver import FeedServer
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-DEMO = ROOT / "service" / "demo" / "kommunalpartnerschaften-ukraine.txt"
-ADMIN_TOKEN = "test-admin-token-0123456789"
-BASE_URL = "https://partnerpost.example.org"
-# A database where the tests may create and drop databases of their own.
-POSTGRES_ADMIN_DSN = os.environ.get(
-    "PARTNERPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+from .helpers import (
+    POSTGRES_ADMIN_DSN,
+    RecordingHandler,
+    SmtpServer,
+    app_client,
+    import_demo,
+    make_settings,
+    serving,
+    start_relay,
+    with_smtp,
 )
 
 
@@ -97,14 +92,15 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 
 @pytest.fixture
 def settings(database: Database, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=database.url,
-        base_url=BASE_URL,
-        feeds_dir=tmp_path / "feeds",
-        admin_token=ADMIN_TOKEN,
-        feeds_check_seconds=1,
-    )
+    """Settings on an empty database of each kind (see `database`)."""
+    return make_settings(tmp_path, database.url, feeds_check_seconds=1)
+
+
+@pytest.fixture
+def plain_settings(tmp_path: Path) -> Settings:
+    """Settings for a test that needs no database: a SQLite URL in tmp_path, nothing created,
+    and the test runs once instead of once per database kind."""
+    return make_settings(tmp_path, feeds_check_seconds=1)
 
 
 @pytest.fixture
@@ -124,159 +120,50 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-async def live_server(settings: Settings) -> AsyncIterator[str]:
-    """The real app behind uvicorn on a free loopback port; yields its base URL."""
-    async with running_app(settings) as url:
-        yield url
+async def demo(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The demo listing imported into the store."""
+    await import_demo(sessions)
 
 
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[str]:
-    """Serve the real app for these settings on a free loopback port."""
-    from service.web import create_app
-
-    async with serving(create_app(settings)) as url:
-        yield url
+@pytest.fixture
+def app_settings(settings: Settings) -> Settings:
+    """The settings `client` serves the app with. A test module overrides this fixture to
+    serve other settings (mail_settings) or data imported before the app starts (demo)."""
+    return settings
 
 
-@asynccontextmanager
-async def serving(app: object, listening: socket.socket | None = None) -> AsyncIterator[str]:
-    """Run an ASGI app under uvicorn (lifespan included) on a free loopback port, or on
-    `listening`, a socket already bound (when the app must know its own URL)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listening] if listening else None))
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+@pytest.fixture
+async def client(app_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the real app, served by uvicorn on a free loopback port."""
+    async with app_client(app_settings) as client:
+        yield client
 
 
 # --- a real SMTP server -------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    sender: str
-    recipients: list[str]
-    data: bytes
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, email.message.EmailMessage)
-        return parsed
-
-
-class RecordingHandler:
-    """aiosmtpd handler that records accepted messages and plays scripted faults."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = list(replies)
-        self.received: list[Received] = []
-        self.attempts = 0
-        self.slow_seconds = 0.0
-        # 'slow': the relay has the whole message (recorded) but answers only after this.
-        self.slow_reply_seconds = 30.0
-        # When set to an event, every DATA waits for it before it is recorded and answered.
-        self.hold: asyncio.Event | None = None
-        self.peers: set[object] = set()
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.attempts += 1
-        self.peers.add(session.peer)
-        reply = self.replies.pop(0) if self.replies else "250"
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.slow_seconds:
-            await asyncio.sleep(self.slow_seconds)
-        if reply == "slow":
-            self._record(envelope)
-            await asyncio.sleep(self.slow_reply_seconds)
-            return "250 OK queued"
-        if reply == "drop":
-            server.transport.close()
-            return "421 closing"
-        if reply[0] in "45":
-            return f"{reply} scripted failure"
-        self._record(envelope)
-        return "250 OK queued"
-
-    def _record(self, envelope) -> None:
-        self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
-        )
-
-    def to(self, address: str) -> list[Received]:
-        return [r for r in self.received if address in r.recipients]
-
-    async def wait_for(self, count: int, patience: float = 30.0) -> list[Received]:
-        """The received messages once there are at least `count` (mail sent by a
-        background job arrives a moment after the request that caused it)."""
-        for _ in range(int(patience / 0.02)):
-            if len(self.received) >= count:
-                return self.received
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{len(self.received)} of {count} messages arrived")
-
-
-@dataclass
-class SmtpServer:
-    host: str
-    port: int
-    handler: RecordingHandler
 
 
 @pytest.fixture
 async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServer]:
     """aiosmtpd on a free loopback port, in the test's event loop."""
     marker = request.node.get_closest_marker("smtp_replies")
+    handler = RecordingHandler(list(marker.args) if marker else [])
     utf8 = request.node.get_closest_marker("smtputf8") is not None
-    async with smtp_relay(list(marker.args) if marker else [], utf8) as relay:
-        yield relay
-
-
-@asynccontextmanager
-async def smtp_relay(replies: list[str], utf8: bool = False) -> AsyncIterator[SmtpServer]:
-    """aiosmtpd with a `RecordingHandler` on a free loopback port, in the running loop."""
-    from aiosmtpd.smtp import SMTP
-
-    handler = RecordingHandler(replies)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="smtp.test", ident="test", enable_SMTPUTF8=utf8),
-        "127.0.0.1",
-        0,
-    )
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield SmtpServer("127.0.0.1", port, handler)
-    finally:
-        server.close()
-        await server.wait_closed()
+    server, port = await start_relay(handler, ident="test", enable_SMTPUTF8=utf8)
+    yield SmtpServer("127.0.0.1", port, handler)
+    server.close()
+    await server.wait_closed()
 
 
 @pytest.fixture
 def mail_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
     """Settings that send through the test SMTP server and retry at once."""
-    return settings.model_copy(
-        update={
-            "mailer": "smtp",
-            "smtp_host": smtp_server.host,
-            "smtp_port": smtp_server.port,
-            "smtp_timeout": 5,
-            "mail_from": "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
-            "secret_key": SecretStr("test-secret-key-0123456789abcdefghijkl"),
-            "digest_retry_base_seconds": 0,
-        }
-    )
+    return with_smtp(settings, smtp_server.host, smtp_server.port)
+
+
+@pytest.fixture
+def plain_mail_settings(plain_settings: Settings, smtp_server: SmtpServer) -> Settings:
+    """`mail_settings` for a test that needs no database."""
+    return with_smtp(plain_settings, smtp_server.host, smtp_server.port)
 
 
 # --- property-based tests -----------------------------------------------------------------
@@ -292,9 +179,6 @@ hypothesis.settings.register_profile(
     "quick", parent=hypothesis.settings.get_profile("partnerpost"), max_examples=100
 )
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "partnerpost"))
-
-
-# --- a scripted feed server ---------------------------------------------------------------
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 
 from service.config import Settings
 
-from .conftest import running_app
+from .helpers import running_app
 
 
 @asynccontextmanager

@@ -14,15 +14,20 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from service.config import Settings
 
-from .conftest import ADMIN_TOKEN, BASE_URL
+from .helpers import (
+    ADMIN_TOKEN,
+    AUTH,
+    base_url,
+    loopback_server,
+    make_settings,
+    wait_until_blocking,
+)
 
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Bounded so the whole suite stays quick: each operation gets this many valid and as
 # many invalid requests.
 EXAMPLES_PER_OPERATION = 30
@@ -33,27 +38,14 @@ def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from service.web import create_app
 
     folder = tmp_path_factory.mktemp("fuzz")
-    app_settings = Settings(
-        _env_file=None,
-        database_url=f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}",
-        base_url=BASE_URL,
-        feeds_dir=folder / "feeds",
-        outbox_dir=folder / "outbox",
-        admin_token=ADMIN_TOKEN,
-    )
-    config = uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=0, log_config=None)
-    server = uvicorn.Server(config)
+    app_settings = make_settings(folder, outbox_dir=folder / "outbox")
+    server = loopback_server(create_app(app_settings))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    started = threading.Event()
-    for _ in range(1000):
-        if server.started or not thread.is_alive():
-            break
-        started.wait(0.01)
+    wait_until_blocking(lambda: server.started or not thread.is_alive(), 10, 0.01, "uvicorn")
     assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield base_url(server)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -18,7 +18,7 @@ import pytest
 from service import digest, ingest, mailer, store
 from service.config import Settings
 
-from .conftest import BASE_URL, DEMO, running_app
+from .helpers import BASE_URL, DEMO, running_app
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

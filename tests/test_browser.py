@@ -31,7 +31,7 @@ from service.config import Settings
 from service.web import create_app
 
 from .browser import HEIGHT, WIDTHS, Operator, Watch, check_page, sign_in
-from .conftest import ADMIN_TOKEN, DEMO, RecordingHandler, serving, smtp_relay
+from .helpers import ADMIN_TOKEN, DEMO, RecordingHandler, serving, smtp_relay
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -4,47 +4,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.config import Settings
-
-from .conftest import DEMO
-
-PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
-    env.update(
-        PARTNERPOST_DATABASE_URL=settings.database_url,
-        PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
-        PARTNERPOST_BASE_URL=settings.public_url,
-        PARTNERPOST_ADMIN_TOKEN=settings.admin_token.get_secret_value(),
-    )
-    return env
-
-
-def run(settings: Settings, *args: str, stdin: bytes | None = None, **env: str):
-    return subprocess.run(
-        [PARTNERPOST, *args],
-        env={**_env(settings), **env},
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        cwd=settings.feeds_dir.parent,
-    )
+from .helpers import DEMO, cli_env, run, serve, sqlite_only
 
 
 def test_demo_import_twice_imports_nothing_twice(settings):
@@ -140,17 +108,15 @@ def test_db_upgrade_and_feeds_build(settings):
     assert b"0 written, 3 unchanged" in again.stdout
 
 
-@sqlite_only
-def test_bad_configuration_names_the_variable(settings):
-    result = run(settings, "db", "upgrade", PARTNERPOST_DATABASE_URL="mysql://db/x")
+def test_bad_configuration_names_the_variable(plain_settings):
+    result = run(plain_settings, "db", "upgrade", PARTNERPOST_DATABASE_URL="mysql://db/x")
     assert result.returncode == 2
     assert "PARTNERPOST_DATABASE_URL='mysql://db/x'" in result.stderr.decode()
 
 
-@sqlite_only
-def test_unreachable_database_is_a_clear_error(settings):
+def test_unreachable_database_is_a_clear_error(plain_settings):
     result = run(
-        settings,
+        plain_settings,
         "db",
         "upgrade",
         PARTNERPOST_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:9/none",
@@ -159,46 +125,18 @@ def test_unreachable_database_is_a_clear_error(settings):
     assert "cannot reach the database" in result.stderr.decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @sqlite_only
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_answers_and_exits_0_after_a_graceful_stop_on_a_signal(settings, signum):
     assert run(settings, "ingest", str(DEMO)).returncode == 0
-    port = _free_port()
-    log = settings.feeds_dir.parent / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PARTNERPOST, "serve", "--port", str(port)],
-            env=_env(settings),
-            cwd=settings.feeds_dir.parent,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+    with serve(cli_env(settings), settings.feeds_dir.parent) as served:
+        health = httpx.get(f"{served.url}/healthz", timeout=5)
         assert health.status_code == 200
-        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        page = httpx.get(f"{served.url}/", timeout=5)
         assert "Leipzig – Kyjiw" in page.text
-        process.send_signal(signum)
-        assert process.wait(timeout=15) == 0, log.read_text()
-        assert "Application shutdown complete" in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        served.process.send_signal(signum)
+        assert served.process.wait(timeout=15) == 0, served.text()
+    assert "Application shutdown complete" in served.text()
 
 
 # --- hostile and foreign input (issue 8, finding 14) ------------------------------------

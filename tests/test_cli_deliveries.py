@@ -7,10 +7,14 @@ import pytest
 from service import store
 from service.clock import BERLIN
 
-from .conftest import DEMO
-from .test_cli_digest import CSV, cli
-from .test_digest import next_monday_8am
+from .helpers import DEMO, cli, next_monday_8am
 
+CSV = (
+    "name,email,ags,bundesland,partner,frequency,topics\n"
+    "Stadt Leipzig,rathaus@leipzig.de,14713000,Sachsen,Kyjiw,weekly,\n"
+    "Stadt Borna,rathaus@borna.de,,,Irpin,,\n"
+    "Stadt Kaputt,nicht-gueltig,,,,,\n"
+)
 WIDE = {"COLUMNS": "200", "PARTNERPOST_DIGEST_RETRY_BASE_SECONDS": "3600"}
 
 

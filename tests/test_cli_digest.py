@@ -7,48 +7,20 @@ import collections
 import signal
 from datetime import UTC, datetime, timedelta
 
-import pytest
+from service import store
 
-from service import ingest, store
-from service.config import Settings
+from .helpers import (
+    DEMO,
+    LEIPZIG_FIRST,
+    cli,
+    import_demo,
+    next_monday_8am,
+    sqlite_only,
+    start,
+    subscribe,
+)
 
-from .conftest import DEMO
-from .test_cli import PARTNERPOST
-from .test_cli import _env as cli_env
-from .test_digest import LEIPZIG_FIRST, next_monday_8am
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of `test_cli` plus the mail settings."""
-    env = cli_env(settings)
-    env.update(
-        PARTNERPOST_MAILER=settings.mailer,
-        PARTNERPOST_SMTP_HOST=settings.smtp_host,
-        PARTNERPOST_SMTP_PORT=str(settings.smtp_port),
-        PARTNERPOST_MAIL_FROM=settings.mail_from,
-        PARTNERPOST_SECRET_KEY=settings.secret_key.get_secret_value(),
-        PARTNERPOST_DIGEST_RETRY_BASE_SECONDS="0",
-        PARTNERPOST_OUTBOX_DIR=str(settings.feeds_dir.parent / "outbox"),
-    )
-    env.update(extra)
-    return env
-
-
-async def cli(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
-    """Run `partnerpost ARGS` without blocking the event loop the SMTP server runs in."""
-    process = await asyncio.create_subprocess_exec(
-        PARTNERPOST,
-        *args,
-        env=_env(settings, **env),
-        cwd=settings.feeds_dir.parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=180)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
+ADD_LEIPZIG = ("subscribers", "add", "Stadt Leipzig", "rathaus@leipzig.de", "--partner", "Kyjiw")
 CSV = (
     "name,email,ags,bundesland,partner,frequency,topics\n"
     "Stadt Leipzig,rathaus@leipzig.de,14713000,Sachsen,Kyjiw,weekly,\n"
@@ -85,17 +57,7 @@ async def test_import_run_and_rerun_by_hand(mail_settings, smtp_server, tmp_path
 async def test_subscribers_add_list_remove(mail_settings, smtp_server):
     assert (await cli(mail_settings, "db", "upgrade"))[0] == 0  # add creates no database
     code, out, _ = await cli(
-        mail_settings,
-        "subscribers",
-        "add",
-        "Stadt Leipzig",
-        "rathaus@leipzig.de",
-        "--partner",
-        "Kyjiw",
-        "--frequency",
-        "monthly",
-        "--topic",
-        "Energie",
+        mail_settings, *ADD_LEIPZIG, "--frequency", "monthly", "--topic", "Energie"
     )
     assert code == 0 and "subscribed for Stadt Leipzig (monthly)" in out
     again = await cli(mail_settings, "subscribers", "add", "Stadt Leipzig", "rathaus@leipzig.de")
@@ -115,15 +77,7 @@ async def test_subscribers_add_list_remove(mail_settings, smtp_server):
 
 async def test_preview_writes_html_and_eml_and_sends_nothing(mail_settings, smtp_server, tmp_path):
     assert (await cli(mail_settings, "ingest", str(DEMO)))[0] == 0
-    await cli(
-        mail_settings,
-        "subscribers",
-        "add",
-        "Stadt Leipzig",
-        "rathaus@leipzig.de",
-        "--partner",
-        "Kyjiw",
-    )
+    await cli(mail_settings, *ADD_LEIPZIG)
     out_dir = tmp_path / "vorschau"
 
     code, out, err = await cli(
@@ -148,44 +102,23 @@ async def test_preview_writes_html_and_eml_and_sends_nothing(mail_settings, smtp
     assert missing[0] == 2 and "no subscribed address" in missing[2]
 
 
-async def _many_addresses(sessions, count: int, confirmed: datetime | None = None) -> list[str]:
-    emails = [f"kommune{i:03d}@example.org" for i in range(count)]
-    async with sessions() as session, session.begin():
-        for i, email in enumerate(emails):
-            subscriber = await store.create_subscriber(
-                session, name=f"Gemeinde {i:03d}", frequency=store.Frequency.WEEKLY
-            )
-            await store.add_address(
-                session, subscriber, email, store.AddressStatus.ACTIVE, now=confirmed
-            )
-    return emails
-
-
 async def test_killed_run_is_completed_by_the_rerun_without_duplicates(
     mail_settings, smtp_server, sessions
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO.read_text(encoding="utf-8")))
-    emails = await _many_addresses(sessions, 200)
+    await import_demo(sessions)
+    emails = [f"kommune{i:03d}@example.org" for i in range(200)]
+    await subscribe(sessions, *emails)
     smtp_server.handler.slow_seconds = 0.02
     at = next_monday_8am().isoformat()
 
-    process = await asyncio.create_subprocess_exec(
-        PARTNERPOST,
-        "digest",
-        "run",
-        "--at",
-        at,
-        env=_env(mail_settings),
-        cwd=mail_settings.feeds_dir.parent,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    process = await start(
+        mail_settings, "digest", "run", "--at", at, stderr=asyncio.subprocess.DEVNULL
     )
-    for _ in range(6000):
-        if len(smtp_server.handler.received) >= 100:
-            break
-        await asyncio.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    await process.wait()
+    try:
+        await smtp_server.handler.wait_for(100)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
     first_run = len(smtp_server.handler.received)
     assert 100 <= first_run < 200, "the kill came too late to test anything"
 
@@ -204,23 +137,17 @@ async def test_killed_run_is_completed_by_the_rerun_without_duplicates(
 async def test_worker_catches_up_a_missed_period_once_and_stops_on_sigterm(
     mail_settings, smtp_server, sessions
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO.read_text(encoding="utf-8")))
+    await import_demo(sessions)
     three_weeks_ago = datetime.now(UTC) - timedelta(days=21)
-    await _many_addresses(sessions, 3, confirmed=three_weeks_ago)
+    await subscribe(
+        sessions, "a@eins.example", "b@zwei.example", "c@drei.example", now=three_weeks_ago
+    )
 
-    process = await asyncio.create_subprocess_exec(
-        PARTNERPOST,
-        "worker",
-        env=_env(mail_settings),
-        cwd=mail_settings.feeds_dir.parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    process = await start(
+        mail_settings, "worker", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
-        for _ in range(3000):
-            if len(smtp_server.handler.received) >= 3:
-                break
-            await asyncio.sleep(0.01)
+        await smtp_server.handler.wait_for(3)
         await asyncio.sleep(1.5)  # a second tick of the retry job would send again here
     finally:
         process.send_signal(signal.SIGTERM)
@@ -231,7 +158,7 @@ async def test_worker_catches_up_a_missed_period_once_and_stops_on_sigterm(
     assert "stopped" in output.decode()
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@sqlite_only
 async def test_at_without_offset_is_berlin_time_and_bad_at_is_refused(mail_settings, smtp_server):
     assert (await cli(mail_settings, "db", "upgrade"))[0] == 0  # digest run creates none
     bad = await cli(mail_settings, "digest", "run", "--at", "nächsten Montag")

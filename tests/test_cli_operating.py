@@ -3,38 +3,26 @@ feeds link to, a busy port, a stop request. Real subprocesses, as operators run 
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.config import Settings
-
-from .conftest import DEMO
-
-PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-
-
-def _run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
-    return subprocess.run(
-        [PARTNERPOST, *args], env={**clean, **env}, cwd=cwd, capture_output=True, timeout=120
-    )
+from .helpers import (
+    DEMO,
+    environment,
+    partnerpost,
+    serve,
+    sqlite_only,
+    store_env,
+    wait_until_blocking,
+)
 
 
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        "PARTNERPOST_DATABASE_URL": settings.database_url,
-        "PARTNERPOST_FEEDS_DIR": str(settings.feeds_dir),
-        **extra,
-    }
+def _run(cwd: Path, *args: str, **env: str):
+    return partnerpost(*args, env=environment(env), cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -70,8 +58,8 @@ def test_db_upgrade_and_ingest_create_the_database(tmp_path):
 @sqlite_only
 def test_feeds_built_for_another_base_url_are_not_overwritten_without_force(settings):
     cwd = settings.feeds_dir.parent
-    live = _env(settings, PARTNERPOST_BASE_URL="https://news.example.org")
-    stray = _env(settings)  # no PARTNERPOST_BASE_URL: http://127.0.0.1:8000
+    live = {**store_env(settings), "PARTNERPOST_BASE_URL": "https://news.example.org"}
+    stray = store_env(settings)  # no PARTNERPOST_BASE_URL: http://127.0.0.1:8000
     assert _run(cwd, "ingest", str(DEMO), **live).returncode == 0
     atom = settings.feeds_dir / "artikel.atom"
 
@@ -86,12 +74,6 @@ def test_feeds_built_for_another_base_url_are_not_overwritten_without_force(sett
     forced = _run(cwd, "feeds", "build", "--force", **stray)
     assert forced.returncode == 0, forced.stderr.decode()
     assert "http://127.0.0.1:8000/artikel/" in atom.read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_second_serve_on_a_busy_port_fails_before_touching_the_store(tmp_path):
@@ -109,49 +91,25 @@ def test_second_serve_on_a_busy_port_fails_before_touching_the_store(tmp_path):
 
 def test_serve_links_follow_its_port_and_sigterm_exits_0(tmp_path):
     assert _run(tmp_path, "ingest", str(DEMO)).returncode == 0
-    port = _free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PARTNERPOST, "serve", "--port", str(port)],
-            env=clean,
-            cwd=tmp_path,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+    with serve(environment({}), tmp_path) as served:
+        base = served.url
         front = httpx.get(f"{base}/", timeout=5).text
         form = httpx.get(f"{base}/abonnieren", timeout=5).text
-        while time.monotonic() < deadline:
+
+        def feed_links_here() -> bool:
             feed = httpx.get(f"{base}/feeds/artikel.atom", timeout=5)
-            if feed.status_code == 200 and f"{base}/artikel/" in feed.text:
-                break
-            time.sleep(0.2)
+            return feed.status_code == 200 and f"{base}/artikel/" in feed.text
+
+        wait_until_blocking(feed_links_here, 30, 0.2, "a feed linking to this port")
         assert f'href="{base}/feeds/artikel.atom"' in front
         assert ":8000" not in front
         assert f'action="{base}/abonnieren"' in form
-        assert f"{base}/artikel/" in feed.text
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0, served.text()
 
 
-def test_log_lines_never_show_a_database_password(settings, capsys):
+def test_log_lines_never_show_a_database_password(plain_settings, capsys):
     import logging
 
     from service.cli import configure_logging
@@ -159,7 +117,7 @@ def test_log_lines_never_show_a_database_password(settings, capsys):
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        configure_logging(settings)
+        configure_logging(plain_settings)
         url = "postgresql+asyncpg://partnerpost:pw-4711@db:5432/partnerpost"
         logging.getLogger("service.test").error("cannot connect to %s", url)
         try:

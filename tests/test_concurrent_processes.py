@@ -8,17 +8,11 @@ import sqlite3
 from datetime import UTC, datetime
 
 import feedparser
-import pytest
 from sqlalchemy import select
 
-from service import ingest, store
+from service import store
 
-from .test_cli import run
-from .test_cli_digest import cli
-from .test_digest import next_monday_8am
-from .test_ingest import DEMO_TEXT
-
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+from .helpers import cli, import_demo, next_monday_8am, run, sqlite_only, subscribe
 
 INGESTS = 8
 DIGEST_RUNS = 2
@@ -52,14 +46,9 @@ def _ndjson(number: int) -> str:
 async def test_a_burst_of_ingests_and_digest_runs_all_succeed_and_store_each_article_once(
     mail_settings, smtp_server, sessions, tmp_path
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     emails = [f"stelle{i}@gemeinde.example" for i in range(8)]
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name="Gemeinde Vielfach", frequency=store.Frequency.DAILY
-        )
-        for email in emails:
-            await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
+    await subscribe(sessions, *emails, frequency="daily")
     files = []
     for number in range(INGESTS):
         path = tmp_path / f"meldungen{number}.ndjson"

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
-from aiosmtpd.smtp import SMTP
-from pydantic import SecretStr
 
-from service import confirmations, mailer, store, subscribers
+from service import store, subscribers
 
-from .conftest import RecordingHandler, running_app
+from .helpers import (
+    RecordingHandler,
+    app_client,
+    send_confirmations,
+    start_relay,
+    subscribe,
+    wait_until,
+    with_smtp,
+)
 
 LEIPZIG = {"name": "Stadt Leipzig", "email": "rathaus@leipzig.de", "partner": "Kyjiw"}
 
@@ -22,46 +27,23 @@ async def _queue(sessions) -> list[store.ConfirmationMail]:
         return list(await session.scalars(store.select(store.ConfirmationMail)))
 
 
-async def _until(check, patience: float = 30.0) -> None:
-    """Wait until `check()` (a coroutine function) is true: the queue runs in the background."""
-    for _ in range(int(patience / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the confirmation queue did not get there")
-
-
-async def _relay(handler: RecordingHandler, port: int = 0) -> asyncio.Server:
-    return await asyncio.get_running_loop().create_server(
-        lambda: SMTP(handler, hostname="smtp.test"), "127.0.0.1", port
-    )
-
-
-async def _send_queue(settings, sessions) -> confirmations.ConfirmationReport:
-    transport = mailer.create_transport(settings)
-    try:
-        return await confirmations.ConfirmationSender(settings, sessions, transport).run()
-    finally:
-        await transport.close()
+async def _request(settings, sessions) -> None:
+    """Stadt Leipzig asks to subscribe, as the form does."""
+    data = subscribers.SubscriberIn.model_validate(LEIPZIG)
+    await subscribers.request_subscription(settings, sessions, data, "127.0.0.1", store.utcnow())
 
 
 async def test_confirmation_mail_arrives_once_the_relay_is_back(settings, engine, sessions):
     handler = RecordingHandler([])
-    relay = await _relay(handler)
-    port = relay.sockets[0].getsockname()[1]
+    relay, port = await start_relay(handler)
     relay.close()
     await relay.wait_closed()  # the relay is down
-    down = settings.model_copy(
-        update={
-            "mailer": "smtp",
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "smtp_timeout": 5,
-            "mail_from": "Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
-            "secret_key": SecretStr("test-secret-key-0123456789abcdefghijkl"),
-            "digest_retry_base_seconds": 1,  # next attempts after 1, 2, 4 ... seconds
-            "confirmation_send_seconds": 1,
-        }
+    down = with_smtp(
+        settings,
+        "127.0.0.1",
+        port,
+        digest_retry_base_seconds=1,  # next attempts after 1, 2, 4 ... seconds
+        confirmation_send_seconds=1,
     )
 
     async def tried_and_waiting() -> bool:
@@ -71,16 +53,16 @@ async def test_confirmation_mail_arrives_once_the_relay_is_back(settings, engine
     async def sent() -> bool:
         return [row.status for row in await _queue(sessions)] == ["sent"]
 
-    async with running_app(down) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(down) as client:
         answer = await client.post("/api/abonnements", json=LEIPZIG)
         assert answer.status_code == 202
-        await _until(tried_and_waiting)
+        await wait_until(tried_and_waiting, what="a failed first attempt")
         assert "connection" in (await _queue(sessions))[0].last_reply
 
-        relay = await _relay(handler, port)  # back on the same port
+        relay, _ = await start_relay(handler, port)  # back on the same port
         try:
             (mail,) = await handler.wait_for(1)
-            await _until(sent)
+            await wait_until(sent, what="the confirmation mail sent")
         finally:
             relay.close()
             await relay.wait_closed()
@@ -90,14 +72,10 @@ async def test_confirmation_mail_arrives_once_the_relay_is_back(settings, engine
 
 
 async def test_the_answer_does_not_wait_for_the_relay(mail_settings, smtp_server, engine, sessions):
-    async with sessions() as session, session.begin():
-        known = await store.create_subscriber(
-            session, name="Stadt Borna", frequency=store.Frequency.WEEKLY
-        )
-        await store.add_address(session, known, "rathaus@borna.de", store.AddressStatus.ACTIVE)
+    await subscribe(sessions, "rathaus@borna.de", name="Stadt Borna")
     smtp_server.handler.hold = asyncio.Event()  # the relay takes nothing until released
 
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(mail_settings) as client:
         new = await client.post("/api/abonnements", json=LEIPZIG)
         active = await client.post(
             "/api/abonnements", json={"name": "Stadt Borna", "email": "rathaus@borna.de"}
@@ -117,14 +95,14 @@ async def test_the_answer_does_not_wait_for_the_relay(mail_settings, smtp_server
 async def test_a_refused_confirmation_mail_fails_and_is_not_retried(
     mail_settings, smtp_server, engine, sessions
 ):
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(mail_settings) as client:
         assert (await client.post("/api/abonnements", json=LEIPZIG)).status_code == 202
 
         async def failed() -> bool:
             return [row.status for row in await _queue(sessions)] == ["failed"]
 
-        await _until(failed)
-    again = await _send_queue(mail_settings, sessions)
+        await wait_until(failed, what="the confirmation mail failed")
+    again = await send_confirmations(mail_settings, sessions)
 
     (row,) = await _queue(sessions)
     assert (row.attempts, again.sent, again.failed) == (1, 0, 0)
@@ -136,15 +114,9 @@ async def test_a_refused_confirmation_mail_fails_and_is_not_retried(
 async def test_a_busy_relay_gets_the_confirmation_mail_on_a_later_attempt(
     mail_settings, smtp_server, engine, sessions
 ):
-    await subscribers.request_subscription(
-        mail_settings,
-        sessions,
-        subscribers.SubscriberIn.model_validate(LEIPZIG),
-        "127.0.0.1",
-        store.utcnow(),
-    )
+    await _request(mail_settings, sessions)
 
-    report = await _send_queue(mail_settings, sessions)
+    report = await send_confirmations(mail_settings, sessions)
 
     assert (report.retrying, report.sent) == (2, 1)
     assert len(smtp_server.handler.received) == 1
@@ -155,13 +127,10 @@ async def test_a_busy_relay_gets_the_confirmation_mail_on_a_later_attempt(
 async def test_requests_while_a_mail_waits_queue_no_second_mail(
     mail_settings, smtp_server, engine, sessions
 ):
-    data = subscribers.SubscriberIn.model_validate(LEIPZIG)
     for _ in range(2):
-        await subscribers.request_subscription(
-            mail_settings, sessions, data, "127.0.0.1", store.utcnow()
-        )
+        await _request(mail_settings, sessions)
 
-    await _send_queue(mail_settings, sessions)
+    await send_confirmations(mail_settings, sessions)
 
     assert len(smtp_server.handler.received) == 1  # with a link that works for both
 
@@ -169,17 +138,11 @@ async def test_requests_while_a_mail_waits_queue_no_second_mail(
 async def test_an_address_confirmed_meanwhile_gets_no_mail(
     mail_settings, smtp_server, engine, sessions
 ):
-    await subscribers.request_subscription(
-        mail_settings,
-        sessions,
-        subscribers.SubscriberIn.model_validate(LEIPZIG),
-        "127.0.0.1",
-        store.utcnow(),
-    )
+    await _request(mail_settings, sessions)
     async with sessions() as session, session.begin():
         store.activate(await store.address_by_email(session, LEIPZIG["email"]), store.utcnow())
 
-    report = await _send_queue(mail_settings, sessions)
+    report = await send_confirmations(mail_settings, sessions)
 
     assert (report.skipped, report.sent) == (1, 0)
     assert smtp_server.handler.received == []

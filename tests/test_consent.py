@@ -6,38 +6,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
-import httpx
 import itsdangerous
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from service import consent, digest, ingest, mailer, store, subscribers
+from service import consent, store, subscribers
 
-from .conftest import running_app
+from .helpers import (
+    add_article,
+    app_client,
+    cli,
+    plain_text,
+    run_digests,
+)
 
 LEIPZIG = {"name": "Stadt Leipzig", "email": "rathaus@leipzig.de", "partner": "Kyjiw"}
 EMAIL = LEIPZIG["email"]
 SITE = "https://partnerpost.example.org"
-PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
 
 
 @pytest.fixture
-async def client(mail_settings, engine):
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
-        yield client
+def app_settings(mail_settings, engine):
+    """The app of `client` sends its mail through the test SMTP server."""
+    return mail_settings
 
 
 def _links(received, path: str) -> list[str]:
-    text = received.message.get_body(("plain",)).get_content()
-    return re.findall(rf"{re.escape(SITE)}(/{path}/\S+)", text)
+    return re.findall(rf"{re.escape(SITE)}(/{path}/\S+)", plain_text(received))
 
 
 async def _request(client, smtp_server, **changes) -> str:
@@ -223,23 +222,6 @@ async def test_subscriptions_through_the_api_and_by_the_operator_are_recorded_to
     assert operator.source == "operator" and operator.confirmed_at is not None
 
 
-def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
-    env.update(
-        PARTNERPOST_DATABASE_URL=settings.database_url,
-        PARTNERPOST_SECRET_KEY=settings.secret_key.get_secret_value(),
-        PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
-    )
-    return subprocess.run(
-        [PARTNERPOST, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=settings.feeds_dir.parent,
-    )
-
-
 async def test_show_export_and_forget_an_address_on_the_command_line(
     client, smtp_server, sessions, mail_settings
 ):
@@ -249,31 +231,31 @@ async def test_show_export_and_forget_an_address_on_the_command_line(
     async with sessions() as session, session.begin():
         assert await store.plan_period(session, period, now) == 1
 
-    shown = await asyncio.to_thread(_cli, mail_settings, "subscribers", "show", EMAIL)
-    assert shown.returncode == 0, shown.stderr
-    assert f"{EMAIL}: active (Stadt Leipzig, weekly)" in shown.stdout
-    assert "consent via form: requested 20" in shown.stdout
-    assert f"form text {consent.FORM_VERSION}" in shown.stdout
-    assert "confirmed 20" in shown.stdout
+    code, shown, err = await cli(mail_settings, "subscribers", "show", EMAIL)
+    assert code == 0, err
+    assert f"{EMAIL}: active (Stadt Leipzig, weekly)" in shown
+    assert "consent via form: requested 20" in shown
+    assert f"form text {consent.FORM_VERSION}" in shown
+    assert "confirmed 20" in shown
 
-    exported = await asyncio.to_thread(_cli, mail_settings, "subscribers", "export", EMAIL)
-    assert exported.returncode == 0, exported.stderr
-    data = json.loads(exported.stdout)
+    code, exported, err = await cli(mail_settings, "subscribers", "export", EMAIL)
+    assert code == 0, err
+    data = json.loads(exported)
     assert data["email"] == EMAIL and data["municipality"]["partner"] == "Kyjiw"
     assert data["consents"][0]["form_text"] == consent.FORM_NOTICE
     assert [d["period"] for d in data["deliveries"]] == [period.key]
     assert len(data["subscription_requests"]) == 1
 
-    forgotten = await asyncio.to_thread(_cli, mail_settings, "subscribers", "forget", EMAIL)
-    assert forgotten.returncode == 0, forgotten.stderr
+    code, _, err = await cli(mail_settings, "subscribers", "forget", EMAIL)
+    assert code == 0, err
 
     assert EMAIL not in await _stored_text(sessions)
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(store.Subscriber)) == 0
         counts = await store.anonymous_counts(session)
     assert counts == {"erasures": 1, f"deliveries:{period.key}:pending": 1}
-    again = await asyncio.to_thread(_cli, mail_settings, "subscribers", "export", EMAIL)
-    assert again.returncode == 1 and "no address" in again.stderr
+    code, _, err = await cli(mail_settings, "subscribers", "export", EMAIL)
+    assert code == 1 and "no address" in err
 
 
 # --- finding 9: privacy notice and imprint from every page and mail -------------------
@@ -300,7 +282,7 @@ async def test_configured_privacy_and_imprint_addresses_are_linked_instead(mail_
             "imprint_url": "https://www.example.de/impressum.html",
         }
     )
-    async with running_app(settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(settings) as client:
         form = await client.get("/abonnieren")
         moved = await client.get("/datenschutz")
     assert 'href="https://www.example.de/datenschutz.html"' in form.text
@@ -310,34 +292,19 @@ async def test_configured_privacy_and_imprint_addresses_are_linked_instead(mail_
 
 
 def _both_parts(received) -> tuple[str, str]:
-    message = received.message
-    return (
-        message.get_body(("plain",)).get_content(),
-        message.get_body(("html",)).get_content(),
-    )
+    return plain_text(received), received.message.get_body(("html",)).get_content()
 
 
 async def test_confirmation_and_digest_mails_link_the_privacy_notice_and_the_imprint(
     client, smtp_server, sessions, mail_settings
 ):
     await client.post(await _request(client, smtp_server))
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Neu", "teaser": "Neu", "place": "Leipzig", "published": "2026-12-01"}'
-        ),
-    )
-    transport = mailer.create_transport(mail_settings)
-    try:
-        report = await digest.DigestRunner(mail_settings, sessions, transport).run(
-            store.utcnow() + timedelta(days=8)
-        )
-    finally:
-        await transport.close()
+    await add_article(sessions, "Neu", "2026-12-01", place="Leipzig", teaser="Neu")
+    report = await run_digests(mail_settings, sessions, store.utcnow() + timedelta(days=8))
     assert report.sent == 1
 
     confirmation, digest_mail = smtp_server.handler.to(EMAIL)
-    assert digest_mail.message["List-Unsubscribe"]
+    assert digest_mail.message["List-Unsubscribe"].startswith(f"<{SITE}/abmelden/")
     for received in (confirmation, digest_mail):
         text, html = _both_parts(received)
         assert f"Datenschutz: {SITE}/datenschutz" in text

@@ -20,8 +20,8 @@ from service import digest, ingest, mailer, operators, store
 from service.config import Settings
 from service.web.console import articles as console_articles
 
-from .conftest import SmtpServer
 from .console import console_client, csrf_of, sign_in
+from .helpers import SmtpServer
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EMAIL = "redaktion@agentur.example"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 
 def test_killed_runs_are_completed_by_reruns_with_at_most_one_duplicate_per_connection():

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
-from service import deliveries, store
+from service import deliveries, digest, mailer, store
 from service.clock import BERLIN
 
-from .test_digest import _demo, _run, _runner, _subscribe, next_monday_8am
+from .helpers import import_demo, next_monday_8am, run_digests, subscribe
 
 WAIT_AN_HOUR = {"digest_retry_base_seconds": 3600, "smtp_pool_size": 1}
 
@@ -26,11 +26,11 @@ async def _rows(sessions) -> list[store.Delivery]:
 async def _first_digests(settings, engine, sessions, *emails: str):
     """Subscribe these addresses (weekly) and run next Monday's digests: (that moment, the
     report, the ledger's rows)."""
-    await _demo(sessions)
+    await import_demo(sessions)
     for email in emails:
-        await _subscribe(sessions, f"Stadt {email.split('@')[1]}", email)
+        await subscribe(sessions, email, name=f"Stadt {email.split('@')[1]}")
     at = next_monday_8am()
-    report = await _run(settings, engine, sessions, at)
+    report = await run_digests(settings, sessions, at)
     return at, report, await _rows(sessions)
 
 
@@ -79,12 +79,14 @@ async def test_a_period_counts_its_rows_by_state_and_lists_them_filtered(
 async def test_an_address_history_lists_its_periods_newest_first(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    address = await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de", "Kyjiw")
+    await import_demo(sessions)
+    (address,) = await subscribe(
+        sessions, "rathaus@leipzig.de", name="Stadt Leipzig", partner="Kyjiw"
+    )
     at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
+    await run_digests(mail_settings, sessions, at)
     await _add_article(sessions, "Neu in Woche zwei")
-    await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await run_digests(mail_settings, sessions, at + timedelta(days=7))
 
     async with sessions() as session:
         history = await store.address_history(session, address.id)
@@ -194,8 +196,8 @@ async def test_a_failed_delivery_retried_is_sent_once(mail_settings, smtp_server
 
     report = await _retry(sessions, [row.id])
     (reopened,) = await _rows(sessions)
-    again = await _run(mail_settings, engine, sessions, at)
-    third = await _run(mail_settings, engine, sessions, at)
+    again = await run_digests(mail_settings, sessions, at)
+    third = await run_digests(mail_settings, sessions, at)
 
     assert report.retried == [row.id] and report.refused == [] and report.already_due == []
     assert (reopened.status, reopened.attempts) == ("pending", 0)
@@ -231,7 +233,7 @@ async def test_a_sent_or_uncertain_delivery_is_never_made_pending_again(
     assert "nie zweimal" in refusal.german
     assert period.retried == period.refused == []
     assert [r.status for r in await _rows(sessions)] == ["sent", "uncertain"]
-    assert (await _run(mail_settings, engine, sessions, at)).sent == 0
+    assert (await run_digests(mail_settings, sessions, at)).sent == 0
     assert len(smtp_server.handler.received) == 2
 
 
@@ -243,12 +245,12 @@ async def test_the_retrying_rows_of_a_period_are_sent_at_the_next_run_once_due(
     at, first, rows = await _first_digests(
         settings, engine, sessions, "rathaus@leipzig.de", "rathaus@borna.de"
     )
-    waiting = await _run(settings, engine, sessions, at)
+    waiting = await run_digests(settings, sessions, at)
     key = rows[0].period_key
 
     report = await _retry_period(sessions, [key])
     again = await _retry(sessions, report.retried)
-    sent = await _run(settings, engine, sessions, at)
+    sent = await run_digests(settings, sessions, at)
 
     assert (first.retrying, waiting.attempts) == (2, 0)
     assert len(report.retried) == 2 and report.refused == []
@@ -264,7 +266,7 @@ async def test_a_failed_row_a_newer_digest_carries_is_refused(
 ):
     at, _, _ = await _first_digests(mail_settings, engine, sessions, "rathaus@leipzig.de")
     await _add_article(sessions, "Neu")
-    await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await run_digests(mail_settings, sessions, at + timedelta(days=7))
     failed, newer = await _rows(sessions)
 
     report = await _retry(sessions, [failed.id])
@@ -320,7 +322,7 @@ async def test_a_retry_racing_a_claim_changes_the_row_once(
     async with sessions() as session, session.begin():
         assert await store.release_claims(session, ["w1"]) == 1
     assert (await _retry(sessions, [row.id])).retried == [row.id]
-    runner = _runner(settings, engine, sessions)
+    runner = digest.DigestRunner(settings, sessions, mailer.create_transport(settings))
     try:
         reports = [await runner.run(at), await runner.run(at)]
     finally:
@@ -339,5 +341,5 @@ async def test_two_retries_of_one_failed_row_reopen_it_once(
 
     assert sorted([first.retried, second.retried]) == [[], [row.id]]
     assert sorted([first.already_due, second.already_due]) == [[], [row.id]]
-    assert (await _run(mail_settings, engine, sessions, at)).sent == 1
+    assert (await run_digests(mail_settings, sessions, at)).sent == 1
     assert len(smtp_server.handler.to("rathaus@leipzig.de")) == 1

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
-import httpx
 import pytest
 
-from service import digest, ingest, mailer, outcomes, store, subscribers
+from service import digest, mailer, outcomes, store, subscribers
 from service.config import Settings
 
-from .conftest import running_app
-from .test_ingest import DEMO_TEXT
-
-
-def _next_monday_8am() -> datetime:
-    """Just after the next weekly period end (Monday 07:00 Berlin)."""
-    now = datetime.now(ZoneInfo("Europe/Berlin"))
-    monday = now + timedelta(days=(7 - now.weekday()) % 7 or 7)
-    return monday.replace(hour=8, minute=0, second=0, microsecond=0)
+from .helpers import app_client, import_demo, next_monday_8am, run_digests
 
 
 async def _setup(sessions, *addresses: tuple[str, str]) -> None:
     """The demo articles, and each (name, email) subscribed as `subscribers add` does."""
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     rows = [
         subscribers.SubscriberIn(name=name, email=email, frequency="weekly")
         for name, email in addresses
@@ -36,11 +26,7 @@ async def _setup(sessions, *addresses: tuple[str, str]) -> None:
 
 
 async def _run(settings: Settings, sessions) -> digest.RunReport:
-    transport = mailer.create_transport(settings)
-    try:
-        return await digest.DigestRunner(settings, sessions, transport).run(_next_monday_8am())
-    finally:
-        await transport.close()
+    return await run_digests(settings, sessions, next_monday_8am())
 
 
 async def _ledger(sessions) -> dict[str, store.Delivery]:
@@ -112,7 +98,7 @@ async def test_idn_domain_is_sent_idna_encoded(mail_settings, smtp_server, engin
 async def test_subscription_form_takes_international_addresses_without_an_error(
     mail_settings, smtp_server, engine
 ):
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(mail_settings) as client:
         form = await client.post(
             "/abonnieren", data={"name": "Stadt Ü", "email": "bürgermeister@exämple.org"}
         )
@@ -193,22 +179,23 @@ def _after(settings, error, attempts=0, uncertain_attempts=0) -> outcomes.Outcom
     )
 
 
-def test_after_an_uncertain_attempt_a_row_never_ends_as_failed(settings):
+def test_after_an_uncertain_attempt_a_row_never_ends_as_failed(plain_settings):
     uncertain = mailer.UncertainSendError("a@b.de", 0, "no reply")
     refused = mailer.PermanentSendError("a@b.de", 550, "no such user")
     busy = mailer.TemporarySendError("a@b.de", 451, "busy")
+    all_but_one = plain_settings.digest_max_attempts - 1
 
-    assert _after(settings, uncertain).status == "pending"
-    assert _after(settings, uncertain, 1, 1).status == "uncertain"
-    assert _after(settings, uncertain, settings.digest_max_attempts - 1).status == "uncertain"
-    assert _after(settings, refused, 1, 1).status == "uncertain"
-    assert _after(settings, busy, settings.digest_max_attempts - 1, 1).status == "uncertain"
-    assert _after(settings, busy, 1, 1).status == "pending"
-    assert _after(settings, refused).permanent_failure is True
+    assert _after(plain_settings, uncertain).status == "pending"
+    assert _after(plain_settings, uncertain, 1, 1).status == "uncertain"
+    assert _after(plain_settings, uncertain, all_but_one).status == "uncertain"
+    assert _after(plain_settings, refused, 1, 1).status == "uncertain"
+    assert _after(plain_settings, busy, all_but_one, 1).status == "uncertain"
+    assert _after(plain_settings, busy, 1, 1).status == "pending"
+    assert _after(plain_settings, refused).permanent_failure is True
 
 
-def test_an_unexpected_error_fails_its_row_without_counting_as_a_bounce(settings):
-    outcome = _after(settings, UnicodeEncodeError("ascii", "ü", 0, 1, "no"))
+def test_an_unexpected_error_fails_its_row_without_counting_as_a_bounce(plain_settings):
+    outcome = _after(plain_settings, UnicodeEncodeError("ascii", "ü", 0, 1, "no"))
 
     assert (outcome.status, outcome.label, outcome.permanent_failure) == ("failed", "failed", False)
     assert re.match(r"cannot send: UnicodeEncodeError: ", outcome.reply)

@@ -6,63 +6,37 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
-from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from service import digest, ingest, mailer, store
 from service.config import Settings
 
-from .conftest import running_app
-from .test_ingest import DEMO_TEXT
+from .helpers import (
+    BERLIN,
+    LEIPZIG_FIRST,
+    add_article,
+    app_client,
+    import_demo,
+    listed_titles,
+    next_monday_8am,
+    plain_text,
+    run_digests,
+    subscribe,
+)
 
-BERLIN = ZoneInfo("Europe/Berlin")
-LEIPZIG_FIRST = "Leipzig – Kyjiw: Eine dynamische Partnerschaft in bewegten Zeiten"
 BORNA_FIRST = "„Wir holen die Menschen mit dem Auto von der Grenze ab“"
 
 
-def next_monday_8am(after: datetime | None = None) -> datetime:
-    """A moment just after the next weekly period end (Monday 07:00 Berlin)."""
-    moment = (after or datetime.now(BERLIN)).astimezone(BERLIN)
-    days = (7 - moment.weekday()) % 7 or 7
-    return (moment + timedelta(days=days)).replace(hour=8, minute=0, second=0, microsecond=0)
+async def _demo_for_leipzig(sessions) -> None:
+    """The demo articles, and a@leipzig.de subscribed weekly for Stadt Leipzig (Kyjiw)."""
+    await import_demo(sessions)
+    await subscribe(sessions, "a@leipzig.de", name="Stadt Leipzig", partner="Kyjiw")
 
 
-async def _demo(sessions) -> None:
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-
-
-async def _subscribe(sessions, name, email, partner=None, frequency="weekly", **extra):
-    async with sessions() as session, session.begin():
-        subscriber = await store.subscriber_by_name(session, name)
-        if subscriber is None:
-            subscriber = await store.create_subscriber(
-                session,
-                name=name,
-                frequency=store.Frequency(frequency),
-                partner=partner,
-                **extra,
-            )
-        return await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
-
-
-def _runner(settings: Settings, engine, sessions) -> digest.DigestRunner:
+def _runner(settings: Settings, sessions) -> digest.DigestRunner:
     return digest.DigestRunner(settings, sessions, mailer.create_transport(settings))
-
-
-async def _run(settings, engine, sessions, at: datetime) -> digest.RunReport:
-    runner = _runner(settings, engine, sessions)
-    try:
-        return await runner.run(at)
-    finally:
-        await runner._transport.close()
-
-
-def _titles_in_order(received) -> list[str]:
-    text = received.message.get_body(("plain",)).get_content()
-    return [line[2:] for line in text.splitlines() if line.startswith("* ")]
 
 
 # --- the whole way, over HTTP and SMTP ------------------------------------------------------
@@ -71,8 +45,8 @@ def _titles_in_order(received) -> list[str]:
 async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
+    await import_demo(sessions)
+    async with app_client(mail_settings) as client:
         form = await client.get("/abonnieren")
         assert form.status_code == 200 and "Kommune" in form.text
         answer = await client.post(
@@ -87,14 +61,14 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
         assert answer.status_code == 200 and "Bitte prüfen Sie Ihr Postfach" in answer.text
 
         (confirmation,) = await smtp_server.handler.wait_for(1)
-        text = confirmation.message.get_body(("plain",)).get_content()
+        text = plain_text(confirmation)
         (link,) = re.findall(r"https://partnerpost\.example\.org(/bestaetigen/\S+)", text)
         assert (await client.get(link)).status_code == 200  # a page with a button
         confirmed = await client.post(link)
         assert confirmed.status_code == 200 and "Abonnement bestätigt" in confirmed.text
 
         at = next_monday_8am()
-        report = await _run(mail_settings, engine, sessions, at)
+        report = await run_digests(mail_settings, sessions, at)
         assert report.sent == 1
 
         (received,) = [
@@ -113,8 +87,8 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
         unsubscribe = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
         assert unsubscribe[0].startswith("https://partnerpost.example.org/abmelden/")
         assert unsubscribe[1].startswith("mailto:news@partnerpost.example.org?subject=")
-        assert len(_titles_in_order(received)) == 10
-        assert _titles_in_order(received)[0] == LEIPZIG_FIRST
+        assert len(listed_titles(received)) == 10
+        assert listed_titles(received)[0] == LEIPZIG_FIRST
         html = message.get_body(("html",)).get_content()
         assert 'style="' in html and "<style" not in html  # CSS inlined
         assert "Abmelden" in html and "Häufigkeit und Themen ändern" in html
@@ -126,13 +100,8 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
         )
         assert one_click.status_code == 200
 
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Neu", "teaser": "Neu", "place": "Leipzig", "published": "2026-12-01"}'
-        ),
-    )
-    after = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await add_article(sessions, "Neu", "2026-12-01", place="Leipzig", teaser="Neu")
+    after = await run_digests(mail_settings, sessions, at + timedelta(days=7))
     assert after.sent == 0
     assert len(smtp_server.handler.to("rathaus@leipzig.de")) == 2
 
@@ -140,13 +109,13 @@ async def test_subscribe_confirm_receive_and_one_click_unsubscribe(
 async def test_raw_list_unsubscribe_header_is_folded_only_between_entries(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(
+    await import_demo(sessions)
+    await subscribe(
         sessions,
-        "Verbandsgemeinde mit einem ausgesprochen langen Namen am Rhein",
         "sehr.lange.adresse.fuer.den.test@verbandsgemeinde-am-rhein.example.de",
+        name="Verbandsgemeinde mit einem ausgesprochen langen Namen am Rhein",
     )
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
     (received,) = smtp_server.handler.received
     raw = received.data.decode("ascii")
@@ -167,9 +136,9 @@ async def test_raw_headers_keep_encoded_words_within_75_characters(
 ):
     """RFC 2047 2: an encoded-word is at most 75 characters; the weekly Subject made 77."""
     name = "Große Kreisstadt Weißenfels an der Saale – Städtepartnerschaft Kamʼjanske"
-    await _demo(sessions)
-    await _subscribe(sessions, name, "rathaus@weissenfels.example")
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await import_demo(sessions)
+    await subscribe(sessions, "rathaus@weissenfels.example", name=name)
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
     (received,) = smtp_server.handler.received
     head = received.data.split(b"\r\n\r\n", 1)[0]
@@ -191,12 +160,11 @@ async def test_raw_headers_keep_encoded_words_within_75_characters(
 async def test_second_run_in_the_same_period_sends_nothing(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
 
-    first = await _run(mail_settings, engine, sessions, at)
-    second = await _run(mail_settings, engine, sessions, at + timedelta(hours=3))
+    first = await run_digests(mail_settings, sessions, at)
+    second = await run_digests(mail_settings, sessions, at + timedelta(hours=3))
 
     assert (first.sent, second.sent) == (1, 0)
     assert len(smtp_server.handler.received) == 1
@@ -205,36 +173,25 @@ async def test_second_run_in_the_same_period_sends_nothing(
 async def test_next_period_carries_only_the_new_article(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
+    await run_digests(mail_settings, sessions, at)
 
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Winterhilfe für Kyjiw", "teaser": "Generatoren", "place": "Leipzig",'
-            ' "published": "2026-11-20"}'
-        ),
+    await add_article(
+        sessions, "Winterhilfe für Kyjiw", "2026-11-20", place="Leipzig", teaser="Generatoren"
     )
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Archiv", "teaser": "Alt", "place": "Bonn", "published": "2019-01-01"}'
-        ),
-        notify=False,
-    )
-    report = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await add_article(sessions, "Archiv", "2019-01-01", teaser="Alt", notify=False)
+    report = await run_digests(mail_settings, sessions, at + timedelta(days=7))
 
     assert report.sent == 1
-    assert _titles_in_order(smtp_server.handler.received[-1]) == ["Winterhilfe für Kyjiw"]
+    assert listed_titles(smtp_server.handler.received[-1]) == ["Winterhilfe für Kyjiw"]
 
 
 async def test_no_notify_import_alone_sends_no_digest(mail_settings, smtp_server, engine, sessions):
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT), notify=False)
+    await subscribe(sessions, "a@leipzig.de", name="Stadt Leipzig", partner="Kyjiw")
+    await import_demo(sessions, notify=False)
 
-    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+    report = await run_digests(mail_settings, sessions, next_monday_8am())
 
     assert report.sent == 0 and report.skipped == 1
     assert smtp_server.handler.received == []
@@ -252,55 +209,45 @@ async def test_first_digest_reaches_back_one_period_before_confirmation(
             ),
             now=old,
         )
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
 
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
-    titles = _titles_in_order(smtp_server.handler.received[0])
+    titles = listed_titles(smtp_server.handler.received[0])
     assert len(titles) == 10 and "Längst bekannt" not in titles
 
 
 async def test_article_imported_during_a_run_goes_to_the_next_digest_only(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
-    runner = _runner(mail_settings, engine, sessions)
+    runner = _runner(mail_settings, sessions)
     await runner.plan(at)  # the run has planned ...
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Mittendrin", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
-        ),
-    )
+    await add_article(sessions, "Mittendrin", "2026-11-24")
     await runner.send_due(digest.RunReport())  # ... and sends after the import
     await runner._transport.close()
-    await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await run_digests(mail_settings, sessions, at + timedelta(days=7))
 
     first, second = smtp_server.handler.received
-    assert "Mittendrin" not in _titles_in_order(first)
-    assert _titles_in_order(second) == ["Mittendrin"]
+    assert "Mittendrin" not in listed_titles(first)
+    assert listed_titles(second) == ["Mittendrin"]
 
 
 async def test_leipzig_and_borna_each_get_their_partnership_first(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "rathaus@leipzig.de", "Kyjiw")
-    await _subscribe(sessions, "Stadt Borna", "rathaus@borna.de", "Irpin")
+    await import_demo(sessions)
+    await subscribe(sessions, "rathaus@leipzig.de", name="Stadt Leipzig", partner="Kyjiw")
+    await subscribe(sessions, "rathaus@borna.de", name="Stadt Borna", partner="Irpin")
 
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
     (leipzig,) = smtp_server.handler.to("rathaus@leipzig.de")
     (borna,) = smtp_server.handler.to("rathaus@borna.de")
-    assert _titles_in_order(leipzig)[0] == LEIPZIG_FIRST
-    assert _titles_in_order(borna)[0] == BORNA_FIRST
-    assert (
-        "Aus Ihrer Partnerschaft: Stadt Borna – Irpin"
-        in borna.message.get_body(("plain",)).get_content()
-    )
+    assert listed_titles(leipzig)[0] == LEIPZIG_FIRST
+    assert listed_titles(borna)[0] == BORNA_FIRST
+    assert "Aus Ihrer Partnerschaft: Stadt Borna – Irpin" in plain_text(borna)
 
 
 async def test_topics_filter_what_a_subscriber_gets(mail_settings, smtp_server, engine, sessions):
@@ -313,11 +260,11 @@ async def test_topics_filter_what_a_subscriber_gets(mail_settings, smtp_server, 
             '  "topics": ["Bildung"]}]'
         ),
     )
-    await _subscribe(sessions, "Stadt Jena", "a@jena.de", topics=["Energie"])
+    await subscribe(sessions, "a@jena.de", name="Stadt Jena", topics=["Energie"])
 
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
-    assert _titles_in_order(smtp_server.handler.received[0]) == ["Strom"]
+    assert listed_titles(smtp_server.handler.received[0]) == ["Strom"]
 
 
 # --- SMTP faults ----------------------------------------------------------------------------
@@ -325,10 +272,9 @@ async def test_topics_filter_what_a_subscriber_gets(mail_settings, smtp_server, 
 
 @pytest.mark.smtp_replies("451", "250")
 async def test_451_then_250_delivers_exactly_once(mail_settings, smtp_server, engine, sessions):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
 
-    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+    report = await run_digests(mail_settings, sessions, next_monday_8am())
 
     assert (report.retrying, report.sent, report.attempts) == (0, 1, 2)
     assert smtp_server.handler.attempts == 2
@@ -340,12 +286,11 @@ async def test_451_then_250_delivers_exactly_once(mail_settings, smtp_server, en
 
 @pytest.mark.smtp_replies("550")
 async def test_550_fails_without_retry(mail_settings, smtp_server, engine, sessions):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
 
-    report = await _run(mail_settings, engine, sessions, at)
-    again = await _run(mail_settings, engine, sessions, at)
+    report = await run_digests(mail_settings, sessions, at)
+    again = await run_digests(mail_settings, sessions, at)
 
     assert (report.failed, report.sent, again.sent, again.failed) == (1, 0, 0, 0)
     assert smtp_server.handler.attempts == 1
@@ -360,10 +305,9 @@ async def test_550_fails_without_retry(mail_settings, smtp_server, engine, sessi
 async def test_connection_dropped_during_data_is_retried(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
 
-    report = await _run(mail_settings, engine, sessions, next_monday_8am())
+    report = await run_digests(mail_settings, sessions, next_monday_8am())
 
     assert (report.retrying, report.sent, report.attempts) == (0, 1, 2)
     assert len(smtp_server.handler.received) == 1
@@ -374,10 +318,9 @@ async def test_temporary_failures_stop_after_the_configured_attempts(
     mail_settings, smtp_server, engine, sessions
 ):
     settings = mail_settings.model_copy(update={"digest_max_attempts": 3})
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
 
-    report = await _run(settings, engine, sessions, next_monday_8am())
+    report = await run_digests(settings, sessions, next_monday_8am())
 
     assert (report.retrying, report.failed, report.sent, report.attempts) == (0, 1, 0, 3)
     assert smtp_server.handler.attempts == 3
@@ -388,24 +331,13 @@ async def test_consecutive_permanent_failures_mark_the_address_bounced(
     mail_settings, smtp_server, engine, sessions
 ):
     settings = mail_settings.model_copy(update={"bounce_after_failures": 2})
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
-    await _run(settings, engine, sessions, at)
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Noch eins", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
-        ),
-    )
-    await _run(settings, engine, sessions, at + timedelta(days=7))
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Und noch eins", "teaser": "y", "place": "Bonn", "published": "2026-11-25"}'
-        ),
-    )
-    third = await _run(settings, engine, sessions, at + timedelta(days=14))
+    await run_digests(settings, sessions, at)
+    await add_article(sessions, "Noch eins", "2026-11-24")
+    await run_digests(settings, sessions, at + timedelta(days=7))
+    await add_article(sessions, "Und noch eins", "2026-11-25", teaser="y")
+    third = await run_digests(settings, sessions, at + timedelta(days=14))
 
     async with sessions() as session:
         address = await store.address_by_email(session, "a@leipzig.de")
@@ -419,10 +351,10 @@ async def test_consecutive_permanent_failures_mark_the_address_bounced(
 async def test_crlf_in_a_municipality_name_cannot_inject_headers(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt X\r\nBcc: victim@example.org\r\nX-Evil: 1", "a@x.de")
+    await import_demo(sessions)
+    await subscribe(sessions, "a@x.de", name="Stadt X\r\nBcc: victim@example.org\r\nX-Evil: 1")
 
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
     (received,) = smtp_server.handler.received
     assert received.recipients == ["a@x.de"]
@@ -434,11 +366,11 @@ async def test_crlf_in_a_municipality_name_cannot_inject_headers(
 # --- periods --------------------------------------------------------------------------------
 
 
-def test_periods_end_at_the_configured_cron_in_berlin(settings):
+def test_periods_end_at_the_configured_cron_in_berlin(plain_settings):
     at = datetime(2026, 11, 25, 12, 0, tzinfo=BERLIN)  # a Wednesday
-    weekly = digest.latest_period(settings, store.Frequency.WEEKLY, at)
-    daily = digest.latest_period(settings, store.Frequency.DAILY, at)
-    monthly = digest.latest_period(settings, store.Frequency.MONTHLY, at)
+    weekly = digest.latest_period(plain_settings, store.Frequency.WEEKLY, at)
+    daily = digest.latest_period(plain_settings, store.Frequency.DAILY, at)
+    monthly = digest.latest_period(plain_settings, store.Frequency.MONTHLY, at)
 
     assert weekly.end == datetime(2026, 11, 23, 7, 0, tzinfo=BERLIN)
     assert weekly.start == datetime(2026, 11, 16, 7, 0, tzinfo=BERLIN)
@@ -448,14 +380,14 @@ def test_periods_end_at_the_configured_cron_in_berlin(settings):
     assert digest.period_label(daily) == "Tagesüberblick 24. November 2026"
     assert digest.period_label(monthly) == "Monatsüberblick Oktober 2026"
     spanning = digest.latest_period(
-        settings, store.Frequency.WEEKLY, datetime(2026, 12, 8, 9, 0, tzinfo=BERLIN)
+        plain_settings, store.Frequency.WEEKLY, datetime(2026, 12, 8, 9, 0, tzinfo=BERLIN)
     )
     assert digest.period_label(spanning) == "Wochenüberblick 30. November – 6. Dezember 2026"
 
 
-def test_periods_follow_summer_time(settings):
+def test_periods_follow_summer_time(plain_settings):
     summer = digest.latest_period(
-        settings, store.Frequency.DAILY, datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN)
+        plain_settings, store.Frequency.DAILY, datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN)
     )
     assert summer.end == datetime(2026, 7, 1, 5, 0, tzinfo=UTC)
 
@@ -506,12 +438,11 @@ def test_the_latest_period_is_the_last_two_fire_times_of_70_days(settings, at):
 async def test_a_photo_caption_alone_does_not_make_an_article_local_news(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
 
-    await _run(mail_settings, engine, sessions, next_monday_8am())
+    await run_digests(mail_settings, sessions, next_monday_8am())
 
-    text = smtp_server.handler.received[0].message.get_body(("plain",)).get_content()
+    text = plain_text(smtp_server.handler.received[0])
     own = text.split("== Weitere neue Beiträge ==")[0]
     assert "Leipzig – Kyjiw: Eine dynamische Partnerschaft" in own
     assert "Starke Partnerschaften für den Wiederaufbau" in own  # its teaser names Leipzig
@@ -524,13 +455,12 @@ async def test_pooled_run_sends_over_several_connections_each_digest_once(
     mail_settings, smtp_server, engine, sessions
 ):
     pooled = mail_settings.model_copy(update={"smtp_pool_size": 3, "digest_batch_size": 7})
-    await _demo(sessions)
+    await import_demo(sessions)
     emails = [f"stelle{i}@gemeinde.example" for i in range(30)]
-    for email in emails:
-        await _subscribe(sessions, "Gemeinde Vielfach", email)
+    await subscribe(sessions, *emails)
     smtp_server.handler.slow_seconds = 0.01
 
-    report = await _run(pooled, engine, sessions, next_monday_8am())
+    report = await run_digests(pooled, sessions, next_monday_8am())
 
     assert report.sent == 30
     assert sorted(r.recipients[0] for r in smtp_server.handler.received) == sorted(emails)
@@ -541,22 +471,16 @@ async def test_pooled_run_sends_over_several_connections_each_digest_once(
 async def test_a_delivered_digest_resets_the_failure_streak(
     mail_settings, smtp_server, engine, sessions
 ):
-    await _demo(sessions)
-    await _subscribe(sessions, "Stadt Leipzig", "a@leipzig.de", "Kyjiw")
+    await _demo_for_leipzig(sessions)
     at = next_monday_8am()
-    await _run(mail_settings, engine, sessions, at)
+    await run_digests(mail_settings, sessions, at)
     async with sessions() as session:
         assert (await store.address_by_email(session, "a@leipzig.de")).consecutive_failures == 1
 
-    await ingest.save(
-        sessions,
-        ingest.parse_json(
-            '{"title": "Neu", "teaser": "x", "place": "Bonn", "published": "2026-11-24"}'
-        ),
-    )
-    report = await _run(mail_settings, engine, sessions, at + timedelta(days=7))
+    await add_article(sessions, "Neu", "2026-11-24")
+    report = await run_digests(mail_settings, sessions, at + timedelta(days=7))
 
     assert report.sent == 1
-    assert _titles_in_order(smtp_server.handler.received[0])[0] == LEIPZIG_FIRST  # all again
+    assert listed_titles(smtp_server.handler.received[0])[0] == LEIPZIG_FIRST  # all again
     async with sessions() as session:
         assert (await store.address_by_email(session, "a@leipzig.de")).consecutive_failures == 0

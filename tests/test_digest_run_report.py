@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from service import ingest, store
-
-from .test_cli_digest import cli
-from .test_digest import next_monday_8am
-from .test_ingest import DEMO_TEXT
-
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+from .helpers import digest_run, free_port, import_demo, sqlite_only, subscribe
 
 
-async def _subscribed(sessions, count: int, **extra) -> list[str]:
+async def _demo_and_addresses(sessions, count: int) -> list[str]:
+    """The demo articles, and `count` addresses of one municipality subscribed weekly."""
+    await import_demo(sessions)
     emails = [f"stelle{i}@gemeinde.example" for i in range(count)]
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name="Gemeinde Vielfach", frequency=store.Frequency.WEEKLY, **extra
-        )
-        for email in emails:
-            await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
+    await subscribe(sessions, *emails)
     return emails
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _last_line(out: str) -> str:
@@ -40,16 +23,11 @@ def _last_line(out: str) -> str:
 async def test_an_unreachable_relay_exits_2_and_says_nothing_could_be_delivered(
     mail_settings, smtp_server, sessions
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    await _subscribed(sessions, 4)
+    await _demo_and_addresses(sessions, 4)
 
-    code, out, err = await cli(
+    code, out, err = await digest_run(
         mail_settings,
-        "digest",
-        "run",
-        "--at",
-        next_monday_8am().isoformat(),
-        PARTNERPOST_SMTP_PORT=str(_closed_port()),
+        PARTNERPOST_SMTP_PORT=str(free_port()),
         PARTNERPOST_DIGEST_RETRY_BASE_SECONDS="600",
     )
 
@@ -62,16 +40,11 @@ async def test_an_unreachable_relay_exits_2_and_says_nothing_could_be_delivered(
 
 @sqlite_only
 async def test_rows_out_of_attempts_count_once_each_as_failed(mail_settings, smtp_server, sessions):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    await _subscribed(sessions, 3)
+    await _demo_and_addresses(sessions, 3)
 
-    code, out, _ = await cli(
+    code, out, _ = await digest_run(
         mail_settings,
-        "digest",
-        "run",
-        "--at",
-        next_monday_8am().isoformat(),
-        PARTNERPOST_SMTP_PORT=str(_closed_port()),
+        PARTNERPOST_SMTP_PORT=str(free_port()),
         PARTNERPOST_DIGEST_MAX_ATTEMPTS="3",
     )
 
@@ -86,12 +59,9 @@ async def test_rows_out_of_attempts_count_once_each_as_failed(mail_settings, smt
 async def test_a_row_retried_within_the_run_counts_once_as_sent(
     mail_settings, smtp_server, sessions
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    emails = await _subscribed(sessions, 2)
+    emails = await _demo_and_addresses(sessions, 2)
 
-    code, out, err = await cli(
-        mail_settings, "digest", "run", "--at", next_monday_8am().isoformat()
-    )
+    code, out, err = await digest_run(mail_settings)
 
     assert code == 0, out + err
     assert _last_line(out).startswith("sent 2, skipped 0, failed 0, retrying 0, uncertain 0 ")
@@ -104,17 +74,10 @@ async def test_a_row_retried_within_the_run_counts_once_as_sent(
 async def test_a_permanently_failed_row_exits_1_and_is_named_in_the_last_line(
     mail_settings, smtp_server, sessions
 ):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    await _subscribed(sessions, 3)
-    async with sessions() as session, session.begin():
-        nothing_new = await store.create_subscriber(
-            session, name="Stadt Ohne", frequency=store.Frequency.WEEKLY, topics=["Kein Thema"]
-        )
-        await store.add_address(
-            session, nothing_new, "ohne@stadt.example", store.AddressStatus.ACTIVE
-        )
+    await _demo_and_addresses(sessions, 3)
+    await subscribe(sessions, "ohne@stadt.example", name="Stadt Ohne", topics=["Kein Thema"])
 
-    code, out, _ = await cli(mail_settings, "digest", "run", "--at", next_monday_8am().isoformat())
+    code, out, _ = await digest_run(mail_settings)
 
     assert code == 1, out
     last = _last_line(out)

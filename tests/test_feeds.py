@@ -15,14 +15,13 @@ from service import feeds, ingest, store
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
 
-from .conftest import BASE_URL
-from .test_ingest import DEMO_ARTICLES, DEMO_TEXT
+from .helpers import BASE_URL, DEMO_ARTICLES, DEMO_TEXT, import_demo, postgres_only
 
 FORMATS = [".xml", ".atom", ".json"]
 
 
 async def _demo(sessions, settings: Settings, engine) -> feeds.BuildReport:
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     report = await feeds.build_feeds(settings, engine, sessions)
     assert report is not None
     return report
@@ -184,19 +183,19 @@ async def test_topic_feeds_are_built_and_pruned(sessions, settings, engine):
 
 async def test_configured_site_title_wins_over_the_listing_heading(sessions, engine, settings):
     titled = settings.model_copy(update={"site_title": "Partnerschaftsnachrichten"})
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     await feeds.build_feeds(titled, engine, sessions)
     assert _parse(titled.feeds_dir / "artikel.atom").feed.title == "Partnerschaftsnachrichten"
 
 
 async def test_feed_size_limits_entries(sessions, engine, settings):
     small = settings.model_copy(update={"feed_size": 3})
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     await feeds.build_feeds(small, engine, sessions)
     assert len(_parse(small.feeds_dir / "artikel.xml").entries) == 3
 
 
-@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@postgres_only
 async def test_second_replica_skips_the_build_while_the_first_holds_the_lock(
     sessions, settings, engine
 ):
@@ -207,7 +206,7 @@ async def test_second_replica_skips_the_build_while_the_first_holds_the_lock(
 
 
 async def test_each_subscribed_municipality_gets_a_feed_of_its_news(sessions, settings, engine):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
+    await import_demo(sessions)
     async with sessions() as session, session.begin():
         for name, partner in [
             ("Stadt Borna", "Irpin"),

@@ -11,20 +11,19 @@ from datetime import UTC, datetime
 import feedparser
 import pytest
 
-from service import feeds, ingest
+from service import feeds
 
-from .conftest import DATA
-from .test_ingest import DEMO_TEXT
+from .helpers import DATA, import_demo, sqlite_only
 
 GOLDEN = DATA / "demo"
 IMPORTED_AT = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 UPDATE = os.environ.get("PARTNERPOST_UPDATE_GOLDEN") == "1"
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@sqlite_only
 @pytest.mark.parametrize("name", ["artikel.xml", "artikel.atom", "artikel.json"])
 async def test_demo_feeds_match_the_golden_files(sessions, settings, engine, name):
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT), now=IMPORTED_AT)
+    await import_demo(sessions, now=IMPORTED_AT)
     await feeds.build_feeds(settings, engine, sessions)
     produced = (settings.feeds_dir / name).read_bytes()
 

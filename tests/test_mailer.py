@@ -21,9 +21,7 @@ from pydantic import SecretStr
 from service import mailer
 from service.config import Settings
 
-from .conftest import RecordingHandler
-
-pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+from .helpers import RecordingHandler, start_relay
 
 
 def _envelope(settings: Settings, n: int, to: str = "rathaus@leipzig.de") -> mailer.Envelope:
@@ -44,22 +42,24 @@ def _envelope(settings: Settings, n: int, to: str = "rathaus@leipzig.de") -> mai
     )
 
 
-async def test_pooled_connections_are_reused(mail_settings, smtp_server):
-    transport = mailer.SmtpTransport(mail_settings.model_copy(update={"smtp_pool_size": 2}))
+async def test_pooled_connections_are_reused(plain_mail_settings, smtp_server):
+    transport = mailer.SmtpTransport(plain_mail_settings.model_copy(update={"smtp_pool_size": 2}))
     try:
-        await asyncio.gather(*(transport.send(_envelope(mail_settings, n)) for n in range(8)))
+        await asyncio.gather(*(transport.send(_envelope(plain_mail_settings, n)) for n in range(8)))
     finally:
         await transport.close()
     assert len(smtp_server.handler.received) == 8
     assert len(smtp_server.handler.peers) <= 2
 
 
-async def test_rate_limit_spaces_messages(mail_settings, smtp_server):
-    transport = mailer.SmtpTransport(mail_settings.model_copy(update={"smtp_max_per_second": 20}))
+async def test_rate_limit_spaces_messages(plain_mail_settings, smtp_server):
+    transport = mailer.SmtpTransport(
+        plain_mail_settings.model_copy(update={"smtp_max_per_second": 20})
+    )
     started = time.monotonic()
     try:
         for n in range(5):
-            await transport.send(_envelope(mail_settings, n))
+            await transport.send(_envelope(plain_mail_settings, n))
     finally:
         await transport.close()
     # five messages at 20/s need at least four gaps of 50 ms; slowness cannot break this
@@ -68,22 +68,24 @@ async def test_rate_limit_spaces_messages(mail_settings, smtp_server):
 
 
 @pytest.mark.smtp_replies("550")
-async def test_permanent_and_temporary_errors_are_told_apart(mail_settings, smtp_server):
-    transport = mailer.SmtpTransport(mail_settings)
+async def test_permanent_and_temporary_errors_are_told_apart(plain_mail_settings, smtp_server):
+    transport = mailer.SmtpTransport(plain_mail_settings)
     try:
         with pytest.raises(mailer.PermanentSendError) as permanent:
-            await transport.send(_envelope(mail_settings, 1))
+            await transport.send(_envelope(plain_mail_settings, 1))
         smtp_server.handler.replies = ["452"]
         with pytest.raises(mailer.TemporarySendError) as temporary:
-            await transport.send(_envelope(mail_settings, 2))
-        assert await transport.send(_envelope(mail_settings, 3))  # the connection survived
+            await transport.send(_envelope(plain_mail_settings, 2))
+        reply = await transport.send(_envelope(plain_mail_settings, 3))
     finally:
         await transport.close()
     assert (permanent.value.code, temporary.value.code) == (550, 452)
+    assert reply == "OK queued"  # the recording handler's 250 answer
+    assert len(smtp_server.handler.peers) == 1  # the connection survived both refusals
 
 
-async def test_unreachable_relay_is_a_temporary_error(mail_settings):
-    closed = mail_settings.model_copy(update={"smtp_port": 9, "smtp_timeout": 2})
+async def test_unreachable_relay_is_a_temporary_error(plain_mail_settings):
+    closed = plain_mail_settings.model_copy(update={"smtp_port": 9, "smtp_timeout": 2})
     transport = mailer.SmtpTransport(closed)
     with pytest.raises(mailer.TemporarySendError, match="connection"):
         await transport.send(_envelope(closed, 1))
@@ -94,8 +96,8 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-async def test_starttls_with_login(mail_settings, tmp_path: Path):
-    from aiosmtpd.smtp import SMTP, AuthResult
+async def test_starttls_with_login(plain_mail_settings, tmp_path: Path):
+    from aiosmtpd.smtp import AuthResult
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     _openssl(
@@ -124,19 +126,14 @@ async def test_starttls_with_login(mail_settings, tmp_path: Path):
         logins.append((auth_data.login, auth_data.password))
         return AuthResult(success=auth_data.password == b"geheim")
 
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(
-            handler,
-            tls_context=context,
-            require_starttls=True,
-            authenticator=authenticator,
-            auth_require_tls=True,
-        ),
-        "127.0.0.1",
-        0,
+    server, port = await start_relay(
+        handler,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
     )
-    port = server.sockets[0].getsockname()[1]
-    settings = mail_settings.model_copy(
+    settings = plain_mail_settings.model_copy(
         update={
             "smtp_port": port,
             "smtp_security": "starttls",
@@ -156,20 +153,20 @@ async def test_starttls_with_login(mail_settings, tmp_path: Path):
     assert len(handler.received) == 1
 
 
-async def test_file_transport_writes_the_exact_bytes(mail_settings, tmp_path):
+async def test_file_transport_writes_the_exact_bytes(plain_mail_settings, tmp_path):
     transport = mailer.FileTransport(tmp_path / "outbox")
-    envelope = _envelope(mail_settings, 7)
+    envelope = _envelope(plain_mail_settings, 7)
     reply = await transport.send(envelope)
     (written,) = (tmp_path / "outbox").glob("*.eml")
     assert written.read_bytes() == envelope.data
     assert reply.startswith("250") and written.name == "test.7_partnerpost.example.org.eml"
 
 
-async def test_dkim_signature_verifies_against_the_public_key(mail_settings, tmp_path):
+async def test_dkim_signature_verifies_against_the_public_key(plain_mail_settings, tmp_path):
     private, public = tmp_path / "dkim.pem", tmp_path / "dkim.pub"
     _openssl("genrsa", "-out", str(private), "2048")
     _openssl("rsa", "-in", str(private), "-pubout", "-outform", "DER", "-out", str(public))
-    settings = mail_settings.model_copy(
+    settings = plain_mail_settings.model_copy(
         update={"dkim_selector": "pp2026", "dkim_private_key_file": private}
     )
     data = _envelope(settings, 1).data
@@ -184,17 +181,17 @@ async def test_dkim_signature_verifies_against_the_public_key(mail_settings, tmp
     assert not dkim.verify(data.replace(b"Hallo", b"Hallo!"), dnsfunc=dns)
 
 
-def test_subject_is_rfc2047_encoded_and_headers_are_one_line(mail_settings):
-    raw = _envelope(mail_settings, 1).data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+def test_subject_is_rfc2047_encoded_and_headers_are_one_line(plain_mail_settings):
+    raw = _envelope(plain_mail_settings, 1).data.split(b"\r\n\r\n", 1)[0].decode("ascii")
     subject = re.search(r"^Subject: (.*(?:\r\n .*)*)", raw, re.MULTILINE).group(1)
     assert subject.startswith("=?utf-8?") and subject.isascii()
     assert str(make_header(decode_header(subject))) == "Test 1 – Übersicht"
     assert "List-Unsubscribe: <https://x.example/abmelden/t>,\r\n <mailto:a@x.example>" in raw
 
 
-def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(settings):
+def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(plain_settings):
     message = mailer.compose(
-        settings,
+        plain_settings,
         to_name="=?utf-8?q?B=C3=BCrgermeister?=",
         to_address="rathaus@example.org",
         subject="Betreff",
@@ -203,7 +200,7 @@ def test_a_name_that_looks_like_an_encoded_word_reads_as_itself(settings):
         message_id="<1@example.org>",
         date=datetime(2026, 11, 23, tzinfo=UTC),
     )
-    raw = mailer.to_bytes(settings, message)
+    raw = mailer.to_bytes(plain_settings, message)
 
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["To"].addresses[0].display_name == "=?utf-8?q?B=C3=BCrgermeister?="

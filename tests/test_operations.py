@@ -9,7 +9,6 @@ import sys
 import venv
 from pathlib import Path
 
-import httpx
 import jsonschema
 import pytest
 import yaml
@@ -18,9 +17,17 @@ from service import store
 from service.config import Settings
 from service.web import create_app
 
-from .conftest import ADMIN_TOKEN, DATA, DEMO, ROOT, serving
-from .test_cli_digest import cli
-from .test_digest import next_monday_8am
+from .helpers import (
+    AUTH,
+    DATA,
+    DEMO,
+    ROOT,
+    app_client,
+    cli,
+    digest_run,
+    http_client,
+    subscribe,
+)
 
 
 def _variables() -> list[str]:
@@ -156,7 +163,7 @@ def test_built_wheel_installs_and_runs_in_a_fresh_environment(tmp_path: Path):
 
 async def test_healthz_turns_503_with_the_reason(settings, engine):
     app = create_app(settings)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with http_client(app) as client:
         healthy = await client.get("/healthz")
         working = app.state.engine
         app.state.engine = store.create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")
@@ -176,16 +183,14 @@ async def test_healthz_turns_503_with_the_reason(settings, engine):
 
 
 async def test_metrics_are_prometheus_text_with_prefixed_names(settings, engine, sessions):
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name="Stadt Leipzig", frequency=store.Frequency.WEEKLY
-        )
-        await store.add_address(session, subscriber, "a@leipzig.de", store.AddressStatus.ACTIVE)
-        await store.add_address(session, subscriber, "b@leipzig.de", store.AddressStatus.PENDING)
+    await subscribe(sessions, "a@leipzig.de", name="Stadt Leipzig")
+    await subscribe(
+        sessions, "b@leipzig.de", name="Stadt Leipzig", status=store.AddressStatus.PENDING
+    )
     protected = settings.model_copy(update={"metrics_require_token": True})
-    async with serving(create_app(protected)) as url, httpx.AsyncClient(base_url=url) as client:
+    async with app_client(protected) as client:
         refused = await client.get("/metrics")
-        response = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        response = await client.get("/metrics", headers=AUTH)
 
     assert refused.status_code == 401
     assert response.status_code == 200
@@ -210,12 +215,8 @@ async def test_json_logs_and_one_summary_line_per_digest_run(mail_settings, smtp
     assert (await cli(mail_settings, "ingest", str(DEMO)))[0] == 0
     await cli(mail_settings, "subscribers", "add", "Stadt Leipzig", "a@leipzig.de")
 
-    code, _, err = await cli(
+    code, _, err = await digest_run(
         mail_settings,
-        "digest",
-        "run",
-        "--at",
-        next_monday_8am().isoformat(),
         PARTNERPOST_LOG_FORMAT="json",
     )
 

@@ -32,7 +32,7 @@ from sqlalchemy import delete
 from service import digest, feeds, ingest, mailer, store, subscribers
 from service.config import Settings
 
-from .conftest import ADMIN_TOKEN, BASE_URL
+from .helpers import AUTH, BASE_URL, MAIL_FROM, make_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
@@ -147,16 +147,13 @@ def _imported(items: list[dict[str, Any]], fmt: ingest.Format) -> list[store.Art
 
 @pytest.fixture(scope="module")
 def plain_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Module-scoped (Hypothesis runs the examples of a test with one set of fixtures)."""
     folder = tmp_path_factory.mktemp("properties")
-    return Settings(
-        _env_file=None,
-        database_url=f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}",
-        base_url=BASE_URL,
-        feeds_dir=folder / "feeds",
+    return make_settings(
+        folder,
         outbox_dir=folder / "outbox",
-        admin_token=ADMIN_TOKEN,
         secret_key="property-secret-key-0123456789abcdef",
-        mail_from="Kommunalpartnerschaften Ukraine <news@partnerpost.example.org>",
+        mail_from=MAIL_FROM,
     )
 
 
@@ -284,7 +281,7 @@ def app_client(plain_settings: Settings) -> Iterator[tuple[asyncio.Runner, httpx
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url=BASE_URL,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        headers=AUTH,
     )
     try:
         yield runner, client

@@ -6,9 +6,9 @@ import asyncio
 import json
 from datetime import timedelta
 
-from service import digest, ingest, mailer, store
+from service import digest, ingest, store
 
-from .test_digest import next_monday_8am
+from .helpers import listed_titles, next_monday_8am, run_digests, subscribe
 
 
 def _articles(prefix: str, count: int, place: str = "Bonn") -> ingest.Parsed:
@@ -28,24 +28,7 @@ def _articles(prefix: str, count: int, place: str = "Bonn") -> ingest.Parsed:
 
 
 async def _subscribe_daily(sessions, email: str) -> None:
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name=f"Gemeinde {email}", frequency=store.Frequency.DAILY
-        )
-        await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
-
-
-async def _run(settings, sessions, at) -> digest.RunReport:
-    transport = mailer.create_transport(settings)
-    try:
-        return await digest.DigestRunner(settings, sessions, transport).run(at)
-    finally:
-        await transport.close()
-
-
-def _keys(received) -> list[str]:
-    text = received.message.get_body(("plain",)).get_content()
-    return [line[2:] for line in text.splitlines() if line.startswith("* ")]
+    await subscribe(sessions, email, name=f"Gemeinde {email}", frequency="daily")
 
 
 async def test_articles_of_a_transaction_that_commits_after_a_digest_run_reach_the_next_digest(
@@ -68,7 +51,7 @@ async def test_articles_of_a_transaction_that_commits_after_a_digest_run_reach_t
 
     async def small_import_and_digest() -> digest.RunReport:
         await ingest.save(sessions, _articles("Kurz", 1, place="Jena"))
-        return await _run(mail_settings, sessions, day)
+        return await run_digests(mail_settings, sessions, day)
 
     importer = asyncio.create_task(long_import())
     await long_open.wait()
@@ -83,12 +66,14 @@ async def test_articles_of_a_transaction_that_commits_after_a_digest_run_reach_t
         release.set()
         await importer
         first = await meanwhile
-    second = await _run(mail_settings, sessions, day + timedelta(days=1))
+    second = await run_digests(mail_settings, sessions, day + timedelta(days=1))
 
     assert first.sent == len(emails)
     expected = sorted([f"Lang Nachricht {i}" for i in range(30)] + ["Kurz Nachricht 0"])
     for email in emails:
-        carried = [title for received in smtp_server.handler.to(email) for title in _keys(received)]
+        carried = [
+            title for received in smtp_server.handler.to(email) for title in listed_titles(received)
+        ]
         assert sorted(carried) == expected, email
     if database.kind == "postgresql":
         assert second.sent == len(emails)
@@ -100,19 +85,19 @@ async def test_an_edit_of_a_sent_article_is_not_sent_again(
     await _subscribe_daily(sessions, "a@jena.de")
     await ingest.save(sessions, _articles("Erst", 2))
     day = next_monday_8am()
-    await _run(mail_settings, sessions, day)
+    await run_digests(mail_settings, sessions, day)
 
     edited = _articles("Erst", 2)
     fixed = edited.articles[0][1].model_copy(update={"title": "Erst Nachricht 0, korrigiert"})
     edited.articles[0] = (edited.articles[0][0], fixed)
     report = await ingest.save(sessions, edited)
     await ingest.save(sessions, _articles("Neu", 1))
-    await _run(mail_settings, sessions, day + timedelta(days=1))
+    await run_digests(mail_settings, sessions, day + timedelta(days=1))
 
     assert report.updated == 1
     first, second = smtp_server.handler.to("a@jena.de")
-    assert sorted(_keys(first)) == ["Erst Nachricht 0", "Erst Nachricht 1"]
-    assert _keys(second) == ["Neu Nachricht 0"]
+    assert sorted(listed_titles(first)) == ["Erst Nachricht 0", "Erst Nachricht 1"]
+    assert listed_titles(second) == ["Neu Nachricht 0"]
     async with sessions() as session:
         article = await session.scalar(
             store.select(store.Article).where(store.Article.key == "Erst-0")

@@ -3,105 +3,56 @@ this machine with the placeholder secret, X-Forwarded-For only from named proxie
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-
 import httpx
-import pytest
 from pydantic import SecretStr
 
-from service import store, subscribers
+from service import subscribers
 from service.config import PLACEHOLDER_SECRET, Settings
 
-PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
+from .helpers import (
+    environment,
+    free_port,
+    partnerpost,
+    serve,
+    sqlite_only,
+    store_env,
+    subscribe,
+)
+
 SECRET = "serve-test-secret-0123456789abcdefghijkl"
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERPOST_")}
-    env.update(
-        PARTNERPOST_DATABASE_URL=settings.database_url,
-        PARTNERPOST_FEEDS_DIR=str(settings.feeds_dir),
-        PARTNERPOST_OUTBOX_DIR=str(settings.feeds_dir.parent / "outbox"),
-        PARTNERPOST_SECRET_KEY=SECRET,
+    return environment(
+        {
+            **store_env(settings),
+            "PARTNERPOST_OUTBOX_DIR": str(settings.feeds_dir.parent / "outbox"),
+            "PARTNERPOST_SECRET_KEY": SECRET,
+            **extra,
+        }
     )
-    env.update(extra)
-    return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _serve(settings: Settings, **env: str):
+    """`partnerpost serve` for `settings` with this module's secret (`env` may override)."""
+    return serve(_env(settings, **env), settings.feeds_dir.parent)
 
 
-@dataclass
-class Served:
-    url: str
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-@contextmanager
-def serve(settings: Settings, *args: str, **env: str) -> Iterator[Served]:
-    """`partnerpost serve` in a subprocess on a free loopback port; its log is kept."""
-    port = _free_port()
-    log = settings.feeds_dir.parent / f"serve-{port}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [PARTNERPOST, "serve", "--port", str(port), *args],
-            env=_env(settings, **env),
-            cwd=settings.feeds_dir.parent,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    served = Served(f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{served.url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, served.text()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
-        yield served
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _run(settings: Settings, *args: str, **env: str) -> tuple[int, str]:
+    """`partnerpost ARGS` to its end: the exit code and what it wrote to stderr."""
+    result = partnerpost(*args, env=_env(settings, **env), cwd=settings.feeds_dir.parent)
+    return result.returncode, result.stderr.decode()
 
 
 # --- finding 10: no token in the access log -------------------------------------------
 
 
 async def test_link_tokens_never_reach_the_access_log(settings, sessions):
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name="Stadt Leipzig", frequency=store.Frequency.WEEKLY
-        )
-        address = await store.add_address(
-            session, subscriber, "rathaus@leipzig.de", store.AddressStatus.ACTIVE
-        )
+    (address,) = await subscribe(sessions, "rathaus@leipzig.de", name="Stadt Leipzig")
     tokens = subscribers.Tokens(settings.model_copy(update={"secret_key": SecretStr(SECRET)}))
     unsubscribe, preferences = tokens.unsubscribe(address), tokens.preferences(address)
 
-    with serve(settings) as served:
+    with _serve(settings) as served:
         async with httpx.AsyncClient(base_url=served.url) as client:
             assert (await client.get(f"/einstellungen/{preferences}")).status_code == 200
             assert (await client.get(f"/abmelden/{unsubscribe}?x=1")).status_code == 200
@@ -120,42 +71,36 @@ async def test_link_tokens_never_reach_the_access_log(settings, sessions):
 # --- finding 11: the placeholder secret ------------------------------------------------
 
 
-@sqlite_only
-def test_placeholder_secret_is_refused_on_an_address_others_can_reach(settings):
+def test_placeholder_secret_is_refused_on_an_address_others_can_reach(plain_settings):
     for host in ("0.0.0.0", "::", "192.0.2.10"):
-        result = subprocess.run(
-            [PARTNERPOST, "serve", "--host", host, "--port", str(_free_port())],
-            env=_env(settings, PARTNERPOST_SECRET_KEY=PLACEHOLDER_SECRET),
-            cwd=settings.feeds_dir.parent,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        port = str(free_port())
+        code, stderr = _run(
+            plain_settings,
+            "serve",
+            "--host",
+            host,
+            "--port",
+            port,
+            PARTNERPOST_SECRET_KEY=PLACEHOLDER_SECRET,
         )
-        assert result.returncode == 2, (host, result.stderr)
-        assert "PARTNERPOST_SECRET_KEY is the development placeholder" in result.stderr
-        assert f"refusing to serve on {host!r}" in result.stderr
+        assert code == 2, (host, stderr)
+        assert "PARTNERPOST_SECRET_KEY is the development placeholder" in stderr
+        assert f"refusing to serve on {host!r}" in stderr
 
 
 @sqlite_only
 def test_placeholder_secret_is_warned_about_at_every_start(settings):
     env = {"PARTNERPOST_SECRET_KEY": PLACEHOLDER_SECRET}
-    with serve(settings, **env) as served:
+    with _serve(settings, **env) as served:
         assert httpx.get(f"{served.url}/healthz").status_code == 200
     assert "WARNING service.cli: PARTNERPOST_SECRET_KEY is the development placeholder" in (
         served.text()
     )
-    upgrade = subprocess.run(
-        [PARTNERPOST, "db", "upgrade"],
-        env=_env(settings, **env),
-        cwd=settings.feeds_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert upgrade.returncode == 0
-    assert "WARNING" in upgrade.stderr and "development placeholder" in upgrade.stderr
+    code, stderr = _run(settings, "db", "upgrade", **env)
+    assert code == 0
+    assert "WARNING" in stderr and "development placeholder" in stderr
 
-    with serve(settings) as served:  # a real key: no warning
+    with _serve(settings) as served:  # a real key: no warning
         pass
     assert "placeholder" not in served.text()
 
@@ -171,7 +116,7 @@ def _subscribe(url: str, n: int, forwarded_for: str) -> int:
 
 def test_a_local_hop_cannot_choose_the_client_address(settings):
     env = {"PARTNERPOST_CONFIRMATIONS_PER_CLIENT": "2"}
-    with serve(settings, **env) as served:
+    with _serve(settings, **env) as served:
         answers = [_subscribe(served.url, n, f"198.51.100.{n}") for n in range(3)]
     assert answers == [202, 202, 429]
 
@@ -181,7 +126,7 @@ def test_trusted_proxies_give_the_right_most_untrusted_address(settings):
         "PARTNERPOST_CONFIRMATIONS_PER_CLIENT": "2",
         "PARTNERPOST_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8",
     }
-    with serve(settings, **env) as served:
+    with _serve(settings, **env) as served:
         # A client may put anything on the left; the proxies append what they saw.
         spoofed = [
             _subscribe(served.url, n, f"198.51.100.{n}, 203.0.113.7, 10.1.2.3") for n in range(3)
@@ -191,15 +136,9 @@ def test_trusted_proxies_give_the_right_most_untrusted_address(settings):
     assert other_client == 202
 
 
-@sqlite_only
-def test_trusted_proxies_that_are_no_addresses_are_a_clear_error(settings):
-    result = subprocess.run(
-        [PARTNERPOST, "db", "upgrade"],
-        env=_env(settings, PARTNERPOST_TRUSTED_PROXIES="127.0.0.1, proxy.local"),
-        cwd=settings.feeds_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_trusted_proxies_that_are_no_addresses_are_a_clear_error(plain_settings):
+    code, stderr = _run(
+        plain_settings, "db", "upgrade", PARTNERPOST_TRUSTED_PROXIES="127.0.0.1, proxy.local"
     )
-    assert result.returncode == 2
-    assert "PARTNERPOST_TRUSTED_PROXIES" in result.stderr and "'proxy.local'" in result.stderr
+    assert code == 2
+    assert "PARTNERPOST_TRUSTED_PROXIES" in stderr and "'proxy.local'" in stderr

@@ -5,36 +5,31 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
 import itsdangerous
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
-from service import confirmations, mailer, store, subscribers
+from service import store, subscribers
 
-from .conftest import running_app
+from .helpers import plain_text, send_confirmations, subscribe
 
 LEIPZIG = {"name": "Stadt Leipzig", "email": "rathaus@leipzig.de", "partner": "Kyjiw"}
 
 
 @pytest.fixture
-async def client(mail_settings, engine):
-    async with running_app(mail_settings) as url, httpx.AsyncClient(base_url=url) as client:
-        yield client
+def app_settings(mail_settings, engine):
+    """The app of `client` sends its mail through the test SMTP server."""
+    return mail_settings
 
 
 def _link(received, path: str) -> str:
-    text = received.message.get_body(("plain",)).get_content()
-    (link,) = re.findall(rf"https://partnerpost\.example\.org(/{path}/\S+)", text)
+    (link,) = re.findall(rf"https://partnerpost\.example\.org(/{path}/\S+)", plain_text(received))
     return link
 
 
 async def _active_address(sessions, email="rathaus@leipzig.de", name="Stadt Leipzig"):
-    async with sessions() as session, session.begin():
-        subscriber = await store.create_subscriber(
-            session, name=name, frequency=store.Frequency.WEEKLY
-        )
-        return await store.add_address(session, subscriber, email, store.AddressStatus.ACTIVE)
+    (address,) = await subscribe(sessions, email, name=name)
+    return address
 
 
 async def test_confirmation_mail_and_its_page_button_activate_the_address(
@@ -87,11 +82,7 @@ async def test_confirmation_mails_per_address_are_limited(
         assert response.status_code == 202
         if n < limit:
             await smtp_server.handler.wait_for(n + 1)
-    transport = mailer.create_transport(mail_settings)
-    try:  # whatever is still queued goes out now
-        await confirmations.ConfirmationSender(mail_settings, sessions, transport).run()
-    finally:
-        await transport.close()
+    await send_confirmations(mail_settings, sessions)  # whatever is still queued goes out now
     assert len(smtp_server.handler.received) == limit
 
 
@@ -228,7 +219,7 @@ def test_subscriber_validation_rules():
         ({"email": "kein mail"}, "email"),
         ({"frequency": "hourly"}, "daily"),
     ]:
-        with pytest.raises(Exception, match=message):
+        with pytest.raises(ValidationError, match=message):
             subscribers.SubscriberIn.model_validate(
                 {"name": "Stadt Leipzig", "email": "a@leipzig.de", **bad}
             )

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import pytest
 from lxml import html as lxml_html
 from PIL import Image
@@ -20,17 +18,15 @@ from PIL import Image
 from service import ingest
 
 from .browser import chromium_executable
-from .test_ingest import DEMO_TEXT
+from .helpers import sqlite_only
 
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 PHONE_WIDTH = 375
 
 
 @pytest.fixture
-async def client(sessions, live_server: str) -> AsyncIterator[httpx.AsyncClient]:
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO_TEXT))
-    async with httpx.AsyncClient(base_url=live_server, timeout=10) as client:
-        yield client
+def app_settings(settings, demo):
+    """The app serves the demo articles."""
+    return settings
 
 
 @sqlite_only

@@ -11,8 +11,8 @@ from service import store
 from service.clock import utcnow
 from service.sources import manage
 
-from .conftest import ADMIN_TOKEN, running_app
 from .feedserver import Reply, item, rss
+from .helpers import ADMIN_TOKEN, running_app
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

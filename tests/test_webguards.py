@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from service import ingest
+from .helpers import AUTH, sqlite_only, wait_until
 
-from .conftest import ADMIN_TOKEN, DEMO, running_app
-
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-sqlite_only = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 HOSTILE_BODIES = [
     pytest.param(b"[Infinity]", "application/json", id="infinity"),
     pytest.param(b"NaN", "application/json", id="nan"),
@@ -32,12 +26,6 @@ GERMAN = {
     "Erwartet wird ein JSON-Objekt mit mindestens den Feldern name und email.",
 }
 GERMAN_FIELDS = {"Kommune", "E-Mail-Adresse"}
-
-
-@pytest.fixture
-async def client(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live_server, timeout=30) as client:
-        yield client
 
 
 def _headers(content_type: str | None, admin: bool = False) -> dict[str, str]:
@@ -125,19 +113,14 @@ async def test_a_422_does_not_echo_a_large_input(client):
 # --- HEAD ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def demo_client(sessions, settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app serving the demo articles, imported before it started."""
-    await ingest.save(sessions, ingest.parse_listing_text(DEMO.read_text(encoding="utf-8")))
-    async with running_app(settings) as url, httpx.AsyncClient(base_url=url) as client:
-        yield client
+# These tests pass whether the demo is imported before the app starts or after.
 
 
 @sqlite_only
 @pytest.mark.parametrize("path", ["/", "/healthz", "/abonnieren", "/themen/gibt-es-nicht"])
-async def test_head_answers_like_get_without_a_body(demo_client, path):
-    get = await demo_client.get(path)
-    head = await demo_client.head(path)
+async def test_head_answers_like_get_without_a_body(demo, client, path):
+    get = await client.get(path)
+    head = await client.head(path)
 
     assert head.status_code == get.status_code != 405
     assert head.content == b""
@@ -147,22 +130,22 @@ async def test_head_answers_like_get_without_a_body(demo_client, path):
 
 
 @sqlite_only
-async def test_head_on_an_article_and_a_feed(demo_client, settings):
-    index = await demo_client.get("/")
+async def test_head_on_an_article_and_a_feed(demo, client, settings):
+    index = await client.get("/")
     article_path = next(
         line.split('href="', 1)[1].split('"', 1)[0]
         for line in index.text.splitlines()
         if "/artikel/" in line and "<h2>" in line
     ).removeprefix(str(settings.base_url).rstrip("/"))
     feed_file = settings.feeds_dir / "artikel.atom"
-    for _ in range(200):  # the scheduler builds the feeds within a second or two
-        if feed_file.exists() and b"<entry>" in feed_file.read_bytes():
-            break
-        await asyncio.sleep(0.05)
+    # the scheduler builds the feeds within a second or two
+    await wait_until(
+        lambda: feed_file.exists() and b"<entry>" in feed_file.read_bytes(), 10, what="a feed"
+    )
 
-    article = await demo_client.head(article_path)
-    feed_get = await demo_client.get("/feeds/artikel.atom")
-    feed_head = await demo_client.head("/feeds/artikel.atom")
+    article = await client.head(article_path)
+    feed_get = await client.get("/feeds/artikel.atom")
+    feed_head = await client.head("/feeds/artikel.atom")
 
     assert article.status_code == 200, article_path
     assert article.content == b""

@@ -9,10 +9,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ..conftest import DEMO, POSTGRES_ADMIN_DSN, ROOT
+from ..helpers import DEMO, POSTGRES_ADMIN_DSN, ROOT, free_port, wait_until_blocking
 
 pytestmark = pytest.mark.container
 
@@ -74,12 +72,6 @@ def image() -> str:
     )  # fmt: skip
     docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, str(ROOT))
     return IMAGE
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_image_is_lean_and_runs_as_a_non_root_user(image):
@@ -150,7 +142,7 @@ def smtp_sink() -> Iterator[tuple[_Sink, int]]:
     from aiosmtpd.controller import Controller
 
     sink = _Sink()
-    port = _free_port()
+    port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -159,18 +151,11 @@ def smtp_sink() -> Iterator[tuple[_Sink, int]]:
         controller.stop()
 
 
-def _wait(condition, what: str, seconds: float = 150) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds}s"
-        time.sleep(1)
-
-
 def test_container_migrates_serves_healthy_feeds_sends_a_digest_and_stops_with_0(
     image, database, smtp_sink
 ):
     sink, smtp_port = smtp_sink
-    port = _free_port()
+    port = free_port()
     tag = uuid.uuid4().hex[:8]
     app, worker, volume = f"pp-app-{tag}", f"pp-worker-{tag}", f"pp-feeds-{tag}"
     server = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
@@ -213,14 +198,16 @@ def test_container_migrates_serves_healthy_feeds_sends_a_digest_and_stops_with_0
             "run", "-d", "--name", worker, "--no-healthcheck", *flags, image,
             "partnerpost", "worker",
         )  # fmt: skip
-        _wait(lambda: sink.received, "a digest from the worker container")
+        wait_until_blocking(lambda: sink.received, 150, 1, "a digest from the worker container")
         (recipients, data), *_ = sink.received
         assert recipients == ["rathaus@leipzig.example"]
         assert b"Subject: " in data and b"https://partnerpost.example.org/abmelden/" in data
 
         docker("run", "-d", "--name", app, "--health-interval", "2s", *flags, image)
-        _wait(
+        wait_until_blocking(
             lambda: _inspect("container", app)["State"]["Health"]["Status"] == "healthy",
+            150,
+            1,
             "HEALTHCHECK healthy",
         )
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
