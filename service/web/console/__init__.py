@@ -2,7 +2,8 @@
 
 `cookies` (the signed session, CSRF tokens, notices), `frame` (`render_console`,
 `redirect`, the navigation), `access` (`CurrentOperator`, `CheckedForm`, the security
-headers, `install`), `auth` (sign-in, sign-out) and one module per page (`overview`).
+headers, `install`), `auth` (sign-in, sign-out) and one module per page (`overview`,
+`kommunen` with `kommune`).
 A page is one route: declare `operator: CurrentOperator` (and `form: CheckedForm` for a
 POST), then return `render_console(request, "<template>", operator, **context)` or
 `redirect(request, "<path>", flash="...")`. Imports `config`, `store`, `operators`,
@@ -11,7 +12,7 @@ POST), then return `render_console(request, "<template>", operator, **context)` 
 
 from fastapi import APIRouter
 
-from service.web.console import auth, overview
+from service.web.console import auth, kommune, kommunen, overview
 from service.web.console.access import CheckedForm, CurrentOperator, install
 from service.web.console.cookies import PREFIX, console_path
 from service.web.console.frame import redirect, render_console
@@ -19,6 +20,8 @@ from service.web.console.frame import redirect, render_console
 router = APIRouter(prefix=PREFIX)
 router.include_router(auth.router)
 router.include_router(overview.router)
+router.include_router(kommunen.router)
+router.include_router(kommune.router)
 
 __all__ = [
     "PREFIX",
