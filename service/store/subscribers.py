@@ -238,7 +238,7 @@ async def search_addresses(
     total = await session.scalar(select(func.count()).select_from(rows.subquery()))
     page = rows.order_by(func.lower(Subscriber.name), Subscriber.id, Address.id)
     found = await session.execute(page.offset(offset).limit(limit))
-    return int(total or 0), [(subscriber, address) for subscriber, address in found.tuples()]
+    return int(total or 0), [(subscriber, address) for subscriber, address in found.all()]
 
 
 async def remove_subscriber(session: AsyncSession, subscriber: Subscriber) -> None:

@@ -60,6 +60,12 @@ async def _address(session: AsyncSession, address_id: int) -> store.Address:
     return address
 
 
+async def _is_last(session: AsyncSession, address: store.Address) -> bool:
+    """Whether the address is its municipality's only one."""
+    await session.refresh(address.subscriber, ["addresses"])
+    return len(address.subscriber.addresses) == 1
+
+
 def _history(deliveries: list[store.Delivery]) -> list[HistoryRow]:
     return [
         HistoryRow(
@@ -180,7 +186,7 @@ async def remove_form(
         operator,
         address=address,
         subscriber=address.subscriber,
-        last=len(address.subscriber.addresses) == 1,
+        last=await _is_last(session, address),
     )
 
 
@@ -191,7 +197,7 @@ async def remove(
     async with sessions() as session, session.begin():
         address = await _address(session, address_id)
         subscriber = address.subscriber
-        if len(subscriber.addresses) == 1:
+        if await _is_last(session, address):
             await store.remove_subscriber(session, subscriber)
             flash = f"{subscriber.name} mit {address.email} entfernt."
         else:

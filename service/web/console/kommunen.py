@@ -75,9 +75,10 @@ def form_page(
     operator: store.Operator,
     values: dict[str, str],
     errors: list[str],
-    **context: Any,
+    address: store.Address | None = None,
 ) -> HTMLResponse:
-    """The add or edit form, with the values entered and, if any, why they were refused."""
+    """The add form, or the edit form of `address`, with the values entered and, if any,
+    why they were refused."""
     return render_console(
         request,
         "kommunen_form",
@@ -85,8 +86,9 @@ def form_page(
         status_code=422 if errors else 200,
         values=values,
         errors=errors,
+        adding=address is None,
+        address=address,
         **choices(),
-        **context,
     )
 
 
@@ -132,25 +134,17 @@ async def municipalities(
         Row(s, a, STATUS_LABELS.get(store.AddressStatus(a.status), a.status) if a else "–")
         for s, a in found
     ]
+    paging: dict[str, Any] = {"page": page, "pages": pages, "url": page_url}
+    context: dict[str, Any] = {"rows": rows, "total": total, "paging": paging, "query": query}
     return render_console(
-        request,
-        "kommunen",
-        operator,
-        rows=rows,
-        total=total,
-        page=page,
-        pages=pages,
-        page_url=page_url,
-        query=query,
-        export_query=urlencode(query),
-        **choices(),
+        request, "kommunen", operator, export_query=urlencode(query), **context, **choices()
     )
 
 
 @router.get("/kommunen/neu", response_class=HTMLResponse, include_in_schema=False)
 async def add_form(request: Request, operator: CurrentOperator) -> HTMLResponse:
     values = dict.fromkeys(FIELDS, "") | {"frequency": str(store.Frequency.WEEKLY)}
-    return form_page(request, operator, values, [], adding=True)
+    return form_page(request, operator, values, [])
 
 
 @router.post("/kommunen/neu", response_class=HTMLResponse, include_in_schema=False)
@@ -160,16 +154,16 @@ async def add(
     values = form_values(form)
     data, errors = validated(values)
     if data is None:
-        return form_page(request, operator, values, errors, adding=True)
+        return form_page(request, operator, values, errors)
     async with sessions() as session:
         known = await store.address_by_email(session, data.email)
     if known is not None:
         errors = [f"E-Mail-Adresse: {data.email} ist schon eingetragen ({known.subscriber.name})"]
-        return form_page(request, operator, values, errors, adding=True)
+        return form_page(request, operator, values, errors)
     added = await subscribers.import_rows(sessions, [data], store.utcnow())
     if not added.added:  # it was added meanwhile, or unsubscribed itself in between
         errors = [f"E-Mail-Adresse: {data.email} ist schon eingetragen"]
-        return form_page(request, operator, values, errors, adding=True)
+        return form_page(request, operator, values, errors)
     return redirect(request, "kommunen", flash=f"{data.email} für {data.name} eingetragen.")
 
 
