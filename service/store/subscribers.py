@@ -1,17 +1,18 @@
 """Subscribers: municipalities, their contact addresses and subscription requests.
 
-Owns the tables `subscribers`, `addresses` and `confirmation_requests`: creating and
-finding municipalities, adding, activating and unsubscribing addresses, an address's
+Owns the tables `subscribers`, `addresses` and `confirmation_requests`: creating, searching and
+finding municipalities, adding, activating, pausing and unsubscribing addresses, an address's
 failure streak, and the requests kept to limit confirmation mails. Imports `base`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, func, select
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Select, String, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -30,6 +31,7 @@ class AddressStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    PAUSED = "paused"  # by an operator: no digests until resumed
 
 
 class Subscriber(Base):
@@ -165,6 +167,78 @@ def unsubscribe(address: Address, now: datetime) -> None:
     if address.status != AddressStatus.UNSUBSCRIBED:
         address.status = AddressStatus.UNSUBSCRIBED
         address.unsubscribed_at = now
+
+
+def pause(address: Address) -> bool:
+    """Stop digests to an active or bounced address; False when it is in no such state."""
+    if address.status not in {AddressStatus.ACTIVE, AddressStatus.BOUNCED}:
+        return False
+    address.status = AddressStatus.PAUSED
+    return True
+
+
+def resume(address: Address) -> bool:
+    """Send digests to a paused address again; False when it was not paused."""
+    if address.status != AddressStatus.PAUSED:
+        return False
+    address.status = AddressStatus.ACTIVE
+    address.consecutive_failures = 0
+    return True
+
+
+@dataclass(frozen=True)
+class SubscriberSearch:
+    """What the console's list of municipalities is filtered by; None or "" means any."""
+
+    text: str = ""  # part of the name or of an address
+    bundesland: str | None = None
+    partner: str = ""  # part of the partner's name
+    frequency: str | None = None
+    status: str | None = None  # an address status
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _searched(
+    query: Select[Subscriber, Address], search: SubscriberSearch
+) -> Select[Subscriber, Address]:
+    if search.text.strip():
+        pattern = _like(search.text.strip())
+        query = query.where(
+            or_(
+                func.lower(Subscriber.name).like(pattern, escape="\\"),
+                Address.email.like(pattern, escape="\\"),
+            )
+        )
+    if search.partner.strip():
+        pattern = _like(search.partner.strip())
+        query = query.where(func.lower(Subscriber.partner).like(pattern, escape="\\"))
+    if search.bundesland:
+        query = query.where(Subscriber.bundesland == search.bundesland)
+    if search.frequency:
+        query = query.where(Subscriber.frequency == search.frequency)
+    if search.status:
+        query = query.where(Address.status == search.status)
+    return query
+
+
+async def search_addresses(
+    session: AsyncSession, search: SubscriberSearch, *, offset: int = 0, limit: int | None = 50
+) -> tuple[int, list[tuple[Subscriber, Address | None]]]:
+    """Municipalities with each of their addresses (one row per address, one row without
+    an address for a municipality that has none), by name and address, and how many rows
+    match in all."""
+    rows = _searched(
+        select(Subscriber, Address).outerjoin(Address, Address.subscriber_id == Subscriber.id),
+        search,
+    )
+    total = await session.scalar(select(func.count()).select_from(rows.subquery()))
+    page = rows.order_by(func.lower(Subscriber.name), Subscriber.id, Address.id)
+    found = await session.execute(page.offset(offset).limit(limit))
+    return int(total or 0), [(subscriber, address) for subscriber, address in found.all()]
 
 
 async def remove_subscriber(session: AsyncSession, subscriber: Subscriber) -> None:

@@ -10,6 +10,7 @@ Imports `store`, `config` and the console's `cookies` and `frame`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import quote
 
@@ -61,11 +62,14 @@ async def _current_operator(request: Request) -> store.Operator:
     return operator
 
 
-async def _checked_form(request: Request) -> FormData:
+async def _checked_form(request: Request) -> AsyncIterator[FormData]:
     form = await request.form()
-    if not cookies_of(request).csrf_matches(session_of(request), form.get("csrf")):
-        raise CsrfRejectedError()
-    return form
+    try:
+        if not cookies_of(request).csrf_matches(session_of(request), form.get("csrf")):
+            raise CsrfRejectedError()
+        yield form
+    finally:
+        await form.close()  # its uploads' temporary files
 
 
 # The signed-in operator; a request without a valid session is sent to the sign-in page.
