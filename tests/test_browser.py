@@ -67,12 +67,36 @@ PUBLIC_SCREENS = [
     Screen("abmelden", "/abmelden/{unsubscribe_token}"),
     Screen("einstellungen", "/einstellungen/{preferences_token}"),
     Screen("ungueltiger-link", "/abmelden/ungueltig", status=400),
-    # A path no route knows still answers FastAPI's JSON 404, not this page.
     Screen("artikel-fehlt", "/artikel/gibt-es-nicht", status=404),
+    Screen("unbekannter-pfad", "/gibt-es-nicht", status=404),
+    Screen("archiv", "/archiv"),
+    Screen("archiv-ausgabe", "/{archive_page}"),
 ]
 CONSOLE_SCREENS = [
     Screen("verwaltung-anmelden", "/verwaltung/anmelden"),
     Screen("verwaltung-uebersicht", "/verwaltung/", signed_in=True),
+    Screen("verwaltung-kommunen", "/verwaltung/kommunen", signed_in=True),
+    Screen("verwaltung-kommune-neu", "/verwaltung/kommunen/neu", signed_in=True),
+    Screen("verwaltung-kommunen-import", "/verwaltung/kommunen/import", signed_in=True),
+    Screen("verwaltung-adresse", "/verwaltung/kommunen/adresse/{address_id}", signed_in=True),
+    Screen(
+        "verwaltung-adresse-bearbeiten",
+        "/verwaltung/kommunen/adresse/{address_id}/bearbeiten",
+        signed_in=True,
+    ),
+    Screen(
+        "verwaltung-adresse-entfernen",
+        "/verwaltung/kommunen/adresse/{address_id}/entfernen",
+        signed_in=True,
+    ),
+    Screen("verwaltung-beitraege", "/verwaltung/beitraege", signed_in=True),
+    Screen("verwaltung-beitrag", "/verwaltung/beitraege/{article_id}", signed_in=True),
+    Screen("verwaltung-vorschau", "/verwaltung/vorschau", signed_in=True),
+    Screen(
+        "verwaltung-vorschau-kommune",
+        "/verwaltung/vorschau?kommune={subscriber_id}",
+        signed_in=True,
+    ),
 ]
 
 
@@ -160,7 +184,15 @@ async def _fill_values(site: Site) -> None:
             unsubscribe_token=tokens.unsubscribe(active),
             preferences_token=tokens.preferences(active),
         )
-    assert (await site.run_digests(datetime.now(UTC) + timedelta(days=7))).sent == 1
+    at = datetime.now(UTC) + timedelta(days=7)
+    assert (await site.run_digests(at)).sent == 1
+    week = digest.latest_period(site.settings, store.Frequency.WEEKLY, at)
+    site.values.update(
+        article_id=str(article.id),
+        address_id=str(active.id),
+        subscriber_id=str(leipzig.id),
+        archive_page=digest.archive_path(week),
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import operators, store
 from service.config import Settings
 
-from .conftest import running_app
+from .helpers import running_app
 
 EMAIL = "redaktion@agentur.example"
 PASSWORD = "richtig-langes-passwort"
