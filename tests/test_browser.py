@@ -279,3 +279,62 @@ async def test_page_fits_the_screen_and_has_no_serious_accessibility_problem(
     assert page.viewport_size == {"width": width, "height": HEIGHT}
     # Colours do not change with the width: the slow contrast rule runs at the widest only.
     await check_page(page, screen.name, contrast=width == max(WIDTHS))
+
+
+CSV_IMPORT = (
+    "name,email,ags,bundesland,partner,frequency,topics\n"
+    "Stadt Borna,rathaus@borna.example,14729050,Sachsen,Irpin,weekly,\n"
+    "Stadt Kaputt,nicht-gueltig,,,,,\n"
+)
+
+
+async def test_an_editor_works_through_the_console_in_the_browser(own_site, page, tmp_path):
+    """Sign in, import a CSV, open an address's history, edit and hide an article, preview
+    a digest, open the archive, sign out: each step as an editor clicks it."""
+    site = own_site
+    await sign_in(page, site.url, EDITOR)
+
+    await page.get_by_role("link", name="Kommunen", exact=True).first.click()
+    await page.get_by_role("link", name="CSV importieren").click()
+    csv_file = tmp_path / "kommunen.csv"
+    csv_file.write_text(CSV_IMPORT, encoding="utf-8")
+    await page.get_by_label("CSV-Datei (UTF-8 oder Excel-CSV)").set_input_files(csv_file)
+    await page.get_by_role("button", name="Importieren").click()
+    report = page.locator("main")
+    await page.get_by_role("heading", name="Ergebnis für kommunen.csv").wait_for()
+    text = await report.inner_text()
+    assert "1 hinzugefügt" in text and "bitte eine gültige Adresse angeben" in text
+
+    await page.goto(f"{site.url}/verwaltung/kommunen")
+    await page.get_by_role("link", name="rathaus@borna.example").click()
+    await page.get_by_role("heading", name="Zustellungen").wait_for()
+    await page.get_by_role("heading", name="Einwilligung").wait_for()
+
+    await page.goto(f"{site.url}/verwaltung/beitraege")
+    (article,) = await _newest(site, 1)
+    await page.get_by_role("link", name=article.title).click()
+    await page.get_by_label("Titel").fill("Neu gefasster Titel")
+    await page.get_by_role("button", name="Speichern").click()
+    await page.goto(f"{site.url}/artikel/{article.slug}")
+    await page.get_by_role("heading", name="Neu gefasster Titel").wait_for()
+    await page.goto(f"{site.url}/verwaltung/beitraege/{article.id}")
+    await page.get_by_role("button", name="Verbergen").click()
+    await page.goto(f"{site.url}/")
+    assert "Neu gefasster Titel" not in await page.locator("main").inner_text()
+
+    await page.goto(f"{site.url}/verwaltung/vorschau")
+    await page.get_by_label("Kommune", exact=True).select_option(label="Stadt Borna")
+    await page.get_by_role("button", name="Vorschau zeigen").click()
+    await page.get_by_role("heading", name=re.compile(r"^Stadt Borna: ")).wait_for()
+
+    await page.goto(f"{site.url}/archiv")
+    await page.get_by_role("heading", level=1).wait_for()
+
+    await page.goto(f"{site.url}/verwaltung/")
+    await page.get_by_role("button", name="Abmelden").click()
+    await page.wait_for_url(f"{site.url}/verwaltung/anmelden")
+
+
+async def _newest(site: Site, count: int) -> list[store.Article]:
+    async with site.sessions() as session:
+        return list(await store.newest_articles(session, count))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import consent, store
 from service.errors import IngestInputError
-from service.subscribers.forms import SubscriberIn
+from service.subscribers.forms import SubscriberIn, german_error
 from service.subscribers.optin import find_or_create_subscriber
 from service.text import describe_validation_error
 
@@ -29,6 +29,12 @@ class ImportReport:
     added: int = 0
     unchanged: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    # The same rejections as the agency's staff read them in the console.
+    rejected_german: list[tuple[int, str]] = field(default_factory=list)
+
+    def reject(self, line: int, reason: str, german: str) -> None:
+        self.rejected.append((line, reason))
+        self.rejected_german.append((line, german))
 
 
 def _topics(value: str | None) -> list[str]:
@@ -67,11 +73,13 @@ async def import_csv(
     reader = csv.DictReader(io.StringIO(text))
     missing = {"name", "email"} - set(reader.fieldnames or [])
     if missing:
-        report.rejected.append((1, f"header lacks the column(s) {', '.join(sorted(missing))}"))
+        names = ", ".join(sorted(missing))
+        report.reject(1, f"header lacks the column(s) {names}", f"Kopfzeile: es fehlt {names}")
         return report
     unknown = set(reader.fieldnames or []) - set(CSV_COLUMNS)
     if unknown:
-        report.rejected.append((1, f"unknown column(s) {', '.join(sorted(unknown))}"))
+        names = ", ".join(sorted(unknown))
+        report.reject(1, f"unknown column(s) {names}", f"Kopfzeile: unbekannte Spalte {names}")
         return report
     valid: list[tuple[int, SubscriberIn]] = []
     rows: list[tuple[int, dict[str, str]]] = []
@@ -87,12 +95,18 @@ async def import_csv(
         try:
             valid.append((line, SubscriberIn.model_validate(raw)))
         except ValidationError as exc:
-            report.rejected.append((line, describe_validation_error(exc, "row")))
+            german = "; ".join(dict.fromkeys(german_error(error) for error in exc.errors()))
+            report.reject(line, describe_validation_error(exc, "row"), german)
     imported = await import_rows(sessions, [data for _, data in valid], now)
     report.added, report.unchanged = imported.added, imported.unchanged
     lines = {data.email: line for line, data in valid}
-    report.rejected += [(lines[email], reason) for email, reason in imported.refused]
+    for email, reason in imported.refused:
+        german = (
+            f"{email} hat sich selbst abgemeldet; nur die Adresse selbst kann sich neu anmelden"
+        )
+        report.reject(lines[email], reason, german)
     report.rejected.sort()
+    report.rejected_german.sort()
     return report
 
 
