@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import deliveries, operators, store
 from service.config import Settings
 from service.web import create_app
+from service.web.console.deliveries import retry_notice
 
 from .conftest import serving
 from .test_console_auth import EMAIL, PASSWORD, _csrf, _sign_in
@@ -208,3 +209,20 @@ async def test_zustellungen_need_a_signed_in_operator(
     )
     assert retry.status_code == 303 and retry.headers["location"] == "/verwaltung/anmelden"
     assert [e.state for e in await _entries(sessions)] == ["failed"]
+
+
+def test_the_retry_notice_counts_in_german_and_names_a_few_refusals():
+    refused = [
+        deliveries.Refusal(i, deliveries.Reason.SENT, f"rathaus@{i}.de") for i in range(1, 6)
+    ]
+    report = deliveries.RetryReport(retried=[7, 8], already_due=[9], refused=refused)
+
+    notice = retry_notice(report, 60)
+
+    assert notice.startswith(
+        "2 Zustellungen werden erneut versucht. 1 Zustellung war schon zum Versand vorgesehen. "
+        "Der Versand beginnt gleich (spätestens in 60 Sekunden)."
+    )
+    assert notice.count("Nicht erneut versucht:") == 3 and notice.endswith("… und 2 weitere.")
+    empty = retry_notice(deliveries.RetryReport(), 60)
+    assert empty == "Keine Zustellung wartet auf einen neuen Versuch."
