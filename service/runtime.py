@@ -67,6 +67,10 @@ class Runtime:
         """Build the feeds now rather than at the job's next tick (articles changed)."""
         scheduler.request_feed_refresh(self.scheduler)
 
+    def request_digest_retry(self) -> None:
+        """Send the deliveries due now rather than at the retry job's next tick."""
+        scheduler.request_digest_retry(self.scheduler)
+
     async def _stop_within_grace(self) -> bool:
         """Let the messages in flight finish and hand back unsent claims; False if that
         took longer than the grace period."""

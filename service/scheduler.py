@@ -153,6 +153,16 @@ def create_scheduler(
 
 def request_feed_refresh(scheduler: AsyncIOScheduler) -> None:
     """Run the feed job now instead of at its next tick (after an edit through the API)."""
-    job = scheduler.get_job(FEEDS_JOB)
+    _run_now(scheduler, FEEDS_JOB)
+
+
+def request_digest_retry(scheduler: AsyncIOScheduler) -> None:
+    """Run the digest retry job now instead of at its next tick (an operator made
+    deliveries due); one already running picks them up or leaves them to its next tick."""
+    _run_now(scheduler, DIGEST_RETRY_JOB)
+
+
+def _run_now(scheduler: AsyncIOScheduler, job_id: str) -> None:
+    job = scheduler.get_job(job_id)
     if job is not None:
         job.modify(next_run_time=datetime.now(BERLIN))

@@ -89,6 +89,8 @@ CONSOLE_SCREENS = [
         "/verwaltung/kommunen/adresse/{address_id}/entfernen",
         signed_in=True,
     ),
+    Screen("verwaltung-zustellungen", "/verwaltung/zustellungen", signed_in=True),
+    Screen("verwaltung-ausgabe", "/verwaltung/zustellungen?periode={period_key}", signed_in=True),
     Screen("verwaltung-beitraege", "/verwaltung/beitraege", signed_in=True),
     Screen("verwaltung-beitrag", "/verwaltung/beitraege/{article_id}", signed_in=True),
     Screen("verwaltung-vorschau", "/verwaltung/vorschau", signed_in=True),
@@ -192,6 +194,7 @@ async def _fill_values(site: Site) -> None:
         address_id=str(active.id),
         subscriber_id=str(leipzig.id),
         archive_page=digest.archive_path(week),
+        period_key=week.key,
     )
 
 

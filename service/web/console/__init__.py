@@ -3,16 +3,16 @@
 `cookies` (the signed session, CSRF tokens, notices), `frame` (`render_console`,
 `redirect`, the navigation), `access` (`CurrentOperator`, `CheckedForm`, the security
 headers, `install`), `auth` (sign-in, sign-out) and one module per page (`overview`,
-`kommunen` with `kommune`, `articles` for Beiträge, `preview` for Vorschau).
-A page is one route: declare `operator: CurrentOperator` (and `form: CheckedForm` for a
-POST), then return `render_console(request, "<template>", operator, **context)` or
-`redirect(request, "<path>", flash="...")`. Imports `config`, `store`, `ingest`, `mailer`,
-`operators`, `digest`, `templating` and `web.dependencies`.
+`kommunen` with `kommune`, `articles` for Beiträge, `preview` for Vorschau, `deliveries` for
+Zustellungen). A page is one route: declare `operator: CurrentOperator` (and `form:
+CheckedForm` for a POST), then return `render_console(request, "<template>", operator,
+**context)` or `redirect(request, "<path>", flash="...")`. Imports `config`, `store`, `ingest`,
+`mailer`, `operators`, `digest`, `deliveries`, `templating` and `web.dependencies`.
 """
 
 from fastapi import APIRouter
 
-from service.web.console import articles, auth, kommune, kommunen, overview, preview
+from service.web.console import articles, auth, deliveries, kommune, kommunen, overview, preview
 from service.web.console.access import CheckedForm, CurrentOperator, install
 from service.web.console.cookies import PREFIX, console_path
 from service.web.console.frame import redirect, render_console
@@ -24,6 +24,7 @@ router.include_router(kommunen.router)
 router.include_router(kommune.router)
 router.include_router(articles.router)
 router.include_router(preview.router)
+router.include_router(deliveries.router)
 
 __all__ = [
     "PREFIX",
