@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +31,7 @@ from service.config import Settings
 from service.web import create_app
 
 from .browser import HEIGHT, WIDTHS, Operator, Watch, check_page, sign_in
-from .helpers import ADMIN_TOKEN, DEMO, RecordingHandler, serving, smtp_relay
+from .helpers import ADMIN_TOKEN, DEMO, RecordingHandler, serving, smtp_relay, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -123,11 +123,12 @@ class Site:
 
 
 @asynccontextmanager
-async def running_site(folder: Path) -> AsyncIterator[Site]:
-    """A site with the demo articles and the operator `EDITOR`."""
+async def running_site(folder: Path, replies: Sequence[str] = ()) -> AsyncIterator[Site]:
+    """A site with the demo articles and the operator `EDITOR`; its relay answers the
+    messages with `replies` first (see `RecordingHandler`), then accepts them."""
     listening = socket.create_server(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{listening.getsockname()[1]}"
-    async with smtp_relay([]) as relay:
+    async with smtp_relay(list(replies)) as relay:
         settings = Settings(
             _env_file=None,
             database_url=f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}",
@@ -291,10 +292,14 @@ CSV_IMPORT = (
 )
 
 
-async def test_an_editor_works_through_the_console_in_the_browser(own_site, page, tmp_path):
-    """Sign in, import a CSV, open an address's history, edit and hide an article, preview
-    a digest, open the archive, sign out: each step as an editor clicks it."""
-    site = own_site
+async def test_an_editor_works_through_the_console_in_the_browser(page, tmp_path):
+    """Sign in, import a CSV, open an address's history, retry its failed digest, edit and
+    hide an article, preview a digest, open the archive, sign out: as an editor clicks."""
+    async with running_site(tmp_path, replies=["550"]) as site:
+        await _work_through_the_console(site, page, tmp_path)
+
+
+async def _work_through_the_console(site: Site, page: Page, tmp_path: Path) -> None:
     await sign_in(page, site.url, EDITOR)
 
     await page.get_by_role("link", name="Kommunen", exact=True).first.click()
@@ -312,6 +317,19 @@ async def test_an_editor_works_through_the_console_in_the_browser(own_site, page
     await page.get_by_role("link", name="rathaus@borna.example").click()
     await page.get_by_role("heading", name="Zustellungen").wait_for()
     await page.get_by_role("heading", name="Einwilligung").wait_for()
+
+    at = datetime.now(UTC) + timedelta(days=7)
+    assert (await site.run_digests(at)).failed == 1  # the relay refuses the first with 550
+    await page.get_by_role("link", name="Zustellungen", exact=True).first.click()
+    week = digest.latest_period(site.settings, store.Frequency.WEEKLY, at)
+    await page.get_by_role("link", name=digest.period_label(week)).first.click()
+    retry = "jetzt erneut versuchen für rathaus@borna.example"
+    await page.get_by_role("button", name=retry).click()
+    await page.get_by_role("status").first.wait_for()
+    # The retry wakes the running app's sender: the digest goes out without another run.
+    delivered = lambda: len(site.relay.to("rathaus@borna.example")) == 1  # noqa: E731
+    await wait_until(delivered, 30, 0.1, "the retried digest")
+    assert (await site.run_digests(at)).sent == 0  # and only once
 
     await page.goto(f"{site.url}/verwaltung/beitraege")
     (article,) = await _newest(site, 1)
