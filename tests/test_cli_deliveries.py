@@ -39,7 +39,7 @@ async def test_list_show_and_retry_a_failed_and_a_retrying_delivery(
     assert code == 2 and "failed 1, retrying 1" in out  # nothing delivered
 
     code, out, _ = await cli(mail_settings, "deliveries", "periods", **WIDE)
-    assert code == 0 and period in out and "Wochenüberblick" in out
+    assert code == 0 and period in out
     code, out, _ = await cli(mail_settings, "deliveries", "list", **WIDE)
     assert code == 0 and "deliveries 1–2 of 2" in out
     assert "rathaus@leipzig.de" in out and "failed" in out and "550 scripted failure" in out
