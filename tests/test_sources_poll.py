@@ -336,3 +336,28 @@ async def test_removing_a_source_keeps_its_articles(source_settings, sessions, f
     assert kept == 1 and article.source_id is None and article.topics == ["Presse"]
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(records.Source)) == 0
+
+
+async def test_entries_of_one_fetch_with_the_same_date_and_teaser_stay_apart(
+    source_settings, sessions, feed_server
+):
+    """Regression: distinct ids of one fetch on the same date with the same description
+    were merged by the edit rule into one article that flip-flopped on every fetch."""
+    same = {"date": "Mon, 04 Mar 2024 00:00:00 +0100", "description": "Pressemitteilung"}
+    feed_server.publish(
+        "/feed.xml",
+        rss(item("Besuch aus Kyjiw", "urn:1", **same), item("Konzert", "urn:2", **same)),
+        RSS,
+    )
+    await _add(sessions, feed_server.url("/feed.xml"))
+
+    first = await _poll(source_settings, sessions)
+    feed_server.publish(
+        "/feed.xml",
+        rss(item("Besuch aus Kyjiw", "urn:1", **same), item("Konzert", "urn:2", **same), title="x"),
+        RSS,
+    )
+    second = await _poll(source_settings, sessions, "presse")
+
+    assert sorted(a.title for a in await _articles(sessions)) == ["Besuch aus Kyjiw", "Konzert"]
+    assert (first["presse"].created, second["presse"].updated) == (2, 0)

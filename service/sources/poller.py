@@ -302,8 +302,10 @@ class Poller:
             data = article.to_data(notify=not source.backfill)
             topics = tuple(dict.fromkeys([*data.topics, *source.topics]))
             by_key[data.key] = replace(data, topics=topics)
+        keys = by_key.keys()
         for data in by_key.values():
-            outcome, row = await store.save_article(session, data, now)
+            # Entries of one fetch with distinct keys are distinct, whatever their dates.
+            outcome, row = await store.save_article(session, data, now, apart=keys)
             if outcome is store.SaveOutcome.CREATED:
                 row.source_id = source.id
                 poll.created += 1
