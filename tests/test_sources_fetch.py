@@ -172,3 +172,10 @@ async def test_only_http_and_https_are_fetched():
 )
 def test_only_public_addresses_count_as_public(address, public):
     assert is_public(ipaddress.ip_address(address)) is public
+
+
+async def test_a_host_that_does_not_resolve_fails_as_a_fetch_error():
+    """Regression: the resolver's error escaped as httpcore.ConnectError, so the poller
+    neither counted the failure nor backed off."""
+    with pytest.raises(SourceFetchError, match=r"cannot resolve 'no-such-host\.invalid'"):
+        await _fetch("http://no-such-host.invalid/feed.xml")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from service import digest, mailer, store
 from service.config import Settings
-from service.sources import manage
+from service.sources import manage, poller
 from service.sources.poller import Outcome, Poller, backoff
 from service.store import sources as records
 
@@ -172,6 +172,9 @@ def test_backoff_doubles_up_to_a_day_and_honours_retry_after():
     assert backoff(EVERY, 30) == timedelta(days=1)
     assert backoff(EVERY, 1, retry_after=7200) == timedelta(hours=2)
     assert backoff(EVERY, 3, retry_after=60) == 8 * EVERY  # never sooner than the backoff
+    # Regression: these overflowed timedelta, and the poll failed without a backoff.
+    assert backoff(EVERY, 1, retry_after=1e23) == timedelta(days=7)
+    assert backoff(timedelta(days=7), 40) == timedelta(days=1)
 
 
 async def test_retry_after_is_honoured(source_settings, sessions, feed_server):
@@ -336,3 +339,62 @@ async def test_removing_a_source_keeps_its_articles(source_settings, sessions, f
     assert kept == 1 and article.source_id is None and article.topics == ["Presse"]
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(records.Source)) == 0
+
+
+async def test_entries_of_one_fetch_with_the_same_date_and_teaser_stay_apart(
+    source_settings, sessions, feed_server
+):
+    """Regression: distinct ids of one fetch on the same date with the same description
+    were merged by the edit rule into one article that flip-flopped on every fetch."""
+    same = {"date": "Mon, 04 Mar 2024 00:00:00 +0100", "description": "Pressemitteilung"}
+    feed_server.publish(
+        "/feed.xml",
+        rss(item("Besuch aus Kyjiw", "urn:1", **same), item("Konzert", "urn:2", **same)),
+        RSS,
+    )
+    await _add(sessions, feed_server.url("/feed.xml"))
+
+    first = await _poll(source_settings, sessions)
+    feed_server.publish(
+        "/feed.xml",
+        rss(item("Besuch aus Kyjiw", "urn:1", **same), item("Konzert", "urn:2", **same), title="x"),
+        RSS,
+    )
+    second = await _poll(source_settings, sessions, "presse")
+
+    assert sorted(a.title for a in await _articles(sessions)) == ["Besuch aus Kyjiw", "Konzert"]
+    assert (first["presse"].created, second["presse"].updated) == (2, 0)
+
+
+async def test_an_unexpected_error_counts_as_a_failure_and_backs_off(
+    source_settings, sessions, feed_server, monkeypatch
+):
+    """Regression: an error the poller did not expect was stored without a failure count
+    or a later next fetch, so the same run claimed and fetched the source again, forever."""
+
+    def broken_parser(*args, **kwargs):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(poller, "parse_source", broken_parser)
+    feed_server.publish("/feed.xml", rss(item("Erster", "urn:1")), RSS)
+    await _add(sessions, feed_server.url("/feed.xml"))
+
+    polls = await asyncio.wait_for(_poll(source_settings, sessions), 10)
+
+    source = await _source(sessions)
+    assert polls["presse"].outcome is Outcome.FAILED and len(feed_server.requests) == 1
+    assert "parser bug" in (source.last_error or "") and source.failures == 1
+    assert source.next_fetch_at - (source.last_fetch_at or store.utcnow()) == 2 * EVERY
+    async with sessions() as session:
+        assert [s.name for s in await records.failing_sources(session)] == ["presse"]
+
+
+async def test_a_source_whose_host_does_not_resolve_fails_and_backs_off(source_settings, sessions):
+    await _add(sessions, "http://no-such-host.invalid/feed.xml")
+
+    polls = await asyncio.wait_for(_poll(source_settings, sessions), 10)
+
+    source = await _source(sessions)
+    assert polls["presse"].outcome is Outcome.FAILED
+    assert "cannot resolve" in (source.last_error or "") and source.failures == 1
+    assert source.next_fetch_at > store.utcnow() + EVERY

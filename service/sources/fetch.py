@@ -230,7 +230,8 @@ class Fetcher:
                 return await self._follow(url, headers)
         except TimeoutError as exc:
             raise SourceFetchError(url, f"no complete answer within {seconds:g} s") from exc
-        except AddressRefusedError as exc:
+        except (AddressRefusedError, httpcore.ConnectError) as exc:
+            # httpcore's error is the resolver's, from the check before connecting.
             raise SourceFetchError(url, str(exc)) from exc
         except httpx.TimeoutException as exc:
             raise SourceFetchError(url, f"timed out ({type(exc).__name__})") from exc

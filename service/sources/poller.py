@@ -116,9 +116,11 @@ class _ClaimLost(Exception):
 def backoff(every: timedelta, failures: int, retry_after: float | None = None) -> timedelta:
     """When to try again after `failures` failures in a row: the interval doubled per
     failure, at most a day, and never sooner than the server's `Retry-After`."""
-    delay = min(timedelta(seconds=every.total_seconds() * 2 ** min(failures, 32)), MAX_BACKOFF)
+    # Capped in seconds, before a timedelta is made: a huge one would overflow.
+    doubled = every.total_seconds() * 2 ** min(failures, 32)
+    delay = timedelta(seconds=min(doubled, MAX_BACKOFF.total_seconds()))
     if retry_after is not None:
-        delay = max(delay, min(timedelta(seconds=retry_after), MAX_RETRY_AFTER))
+        delay = max(delay, timedelta(seconds=min(retry_after, MAX_RETRY_AFTER.total_seconds())))
     return delay
 
 
@@ -207,11 +209,20 @@ class Poller:
             return SourcePoll(str(source_id), Outcome.FAILED, error="claim lost")
         except Exception as exc:
             log.exception("polling source %s failed", source_id)
-            async with self._sessions() as session, session.begin():
-                await records.finish_source(
-                    session, source_id, self.worker, {"last_error": _short(repr(exc))}
-                )
+            return await self._failed_unexpectedly(source_id, exc)
+
+    async def _failed_unexpectedly(self, source_id: int, exc: Exception) -> SourcePoll:
+        """Record an error nobody foresaw as a failure of the source, with its backoff (else
+        the source would be fetched again at every tick)."""
+        async with self._sessions() as session:
+            row = await session.get(records.Source, source_id)
+            source = None if row is None else _Source.of(row)
+        if source is None:  # removed meanwhile
             return SourcePoll(str(source_id), Outcome.FAILED, error=repr(exc))
+        try:
+            return await self._failed(source, repr(exc), None, None)
+        except _ClaimLost:
+            return SourcePoll(source.name, Outcome.FAILED, error="claim lost")
 
     async def _poll(self, fetcher: Fetcher, source_id: int) -> SourcePoll:
         async with self._sessions() as session:
@@ -302,8 +313,10 @@ class Poller:
             data = article.to_data(notify=not source.backfill)
             topics = tuple(dict.fromkeys([*data.topics, *source.topics]))
             by_key[data.key] = replace(data, topics=topics)
+        keys = by_key.keys()
         for data in by_key.values():
-            outcome, row = await store.save_article(session, data, now)
+            # Entries of one fetch with distinct keys are distinct, whatever their dates.
+            outcome, row = await store.save_article(session, data, now, apart=keys)
             if outcome is store.SaveOutcome.CREATED:
                 row.source_id = source.id
                 poll.created += 1

@@ -10,7 +10,7 @@ Imports `base` and `subscribers` (the feeds' version counts municipalities).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     func,
+    or_,
     select,
     update,
 )
@@ -136,34 +137,44 @@ def article_guid(key: str) -> str:
     return f"urn:uuid:{uuid.uuid5(ARTICLE_ID_NAMESPACE, key)}"
 
 
-async def _find_same_article(session: AsyncSession, data: ArticleData) -> Article | None:
+async def _find_same_article(
+    session: AsyncSession, data: ArticleData, apart: Collection[str]
+) -> Article | None:
     """The stored article `data` describes: the one with its key, or one it edits.
 
     The rule for edits, stated here only: an article with a new key but the same
     publication day (`published_at`) and place as a stored one, and either the same title
     or the same teaser, is that article with one of the two edited (a typo fix); saving it
-    updates the stored article, which keeps its key, slug and feed id.
+    updates the stored article, which keeps its key, slug and feed id. An article whose
+    key is in `apart` (another entry of the same input) is never taken as edited.
     """
     found = await session.scalar(select(Article).where(Article.key == data.key))
     if found is not None:
         return found
     same_day = select(Article).where(
-        Article.published_at == data.published_at, Article.place == data.place
+        Article.published_at == data.published_at,
+        Article.place == data.place,
+        or_(Article.title == data.title, Article.teaser == data.teaser),
     )
     for candidate in await session.scalars(same_day):
-        if candidate.title == data.title or candidate.teaser == data.teaser:
+        if candidate.key not in apart:
             return candidate
     return None
 
 
 async def save_article(
-    session: AsyncSession, data: ArticleData, now: datetime | None = None
+    session: AsyncSession,
+    data: ArticleData,
+    now: datetime | None = None,
+    *,
+    apart: Collection[str] = frozenset(),
 ) -> tuple[SaveOutcome, Article]:
     """Insert a new article or update the stored one it describes (the one with its key,
-    or one it edits by the rule `_find_same_article` states); `updated_at` moves only when
-    something changed. Slug, key and guid are fixed at creation."""
+    or one it edits by the rule `_find_same_article` states, never one whose key is in
+    `apart`); `updated_at` moves only when something changed. Slug, key and guid are
+    fixed at creation."""
     now = now or utcnow()
-    article = await _find_same_article(session, data)
+    article = await _find_same_article(session, data, apart)
     if article is None:
         article = Article(
             key=data.key,
