@@ -1,0 +1,54 @@
+"""Feeds: RSS 2.0, Atom 1.0 and JSON Feed 1.1 built from the store.
+
+Files: `artikel.{xml,atom,json}` (the newest articles) and
+`themen/<topic>.{xml,atom,json}` (one set per topic) and `kommunen/<municipality>.{...}`
+(the articles that mention a subscribed municipality or its partner); `.xml` is RSS,
+`.atom` Atom. `render` turns a spec into bytes, `specs` decides the specs from the store,
+`files` writes them, `build` runs one build under the feeds lock.
+"""
+
+from service.feeds.build import BASE_URL_FACT, build_feeds
+from service.feeds.files import BuildReport, write_feeds, write_if_changed
+from service.feeds.render import (
+    DEFAULT_TITLE,
+    FORMATS,
+    MAIN_FEED,
+    MUNICIPALITIES_DIR,
+    MUNICIPALITY_SCAN,
+    RENDERERS,
+    TOPICS_DIR,
+    FeedSpec,
+    article_url,
+    feed_url,
+    render_atom,
+    render_json,
+    render_rss,
+    source_host,
+    xml_safe,
+)
+from service.feeds.specs import feed_specs, site_title
+
+__all__ = [
+    "BASE_URL_FACT",
+    "DEFAULT_TITLE",
+    "FORMATS",
+    "MAIN_FEED",
+    "MUNICIPALITIES_DIR",
+    "MUNICIPALITY_SCAN",
+    "RENDERERS",
+    "TOPICS_DIR",
+    "BuildReport",
+    "FeedSpec",
+    "article_url",
+    "build_feeds",
+    "feed_specs",
+    "feed_url",
+    "render_atom",
+    "render_json",
+    "render_rss",
+    "site_title",
+    "source_host",
+    "write_feeds",
+    "write_if_changed",
+    "xml_safe",
+]
