@@ -15,7 +15,7 @@ from service import metrics, store
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
 from service.feeds.files import BuildReport, write_feeds
-from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR
+from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR, render_all
 from service.feeds.specs import feed_specs
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ async def build_feeds(
         await _check_base_url(settings, sessions, force=force)
         async with sessions() as session:
             specs = await feed_specs(settings, session)
-        report = write_feeds(settings, specs, prune=(TOPICS_DIR, MUNICIPALITIES_DIR))
+        report = write_feeds(
+            settings, render_all(settings, specs), prune=(TOPICS_DIR, MUNICIPALITIES_DIR)
+        )
     report.seconds = time.perf_counter() - started
     metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(

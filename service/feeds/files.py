@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import Settings
-from service.feeds.render import RENDERERS, FeedSpec
+from service.feeds.render import FORMATS
 
 
 @dataclass
 class BuildReport:
     written: list[Path] = field(default_factory=list)
+    # The feeds whose bytes changed, as paths below the feeds folder ("themen/x.atom").
+    changed: list[str] = field(default_factory=list)
     unchanged: int = 0
     removed: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -46,23 +48,27 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def write_feeds(
-    settings: Settings, specs: Sequence[FeedSpec], prune: Sequence[str] = ()
+    settings: Settings,
+    rendered: Mapping[str, bytes],
+    wanted: Collection[str] | None = None,
+    prune: Sequence[str] = (),
 ) -> BuildReport:
-    """Write every format of each spec, then delete feeds in the `prune` folders that no
-    spec produced (a topic nobody uses any more, a municipality that left)."""
+    """Write each rendered feed (path below the feeds folder → bytes) whose bytes changed,
+    then delete feeds in the `prune` folders that are not `wanted` (a topic nobody uses any
+    more, a municipality that left). `wanted` defaults to the rendered paths; a partial
+    build passes every path the store calls for."""
     report = BuildReport()
-    produced: set[Path] = set()
-    for spec in specs:
-        for suffix, render in RENDERERS.items():
-            path = settings.feeds_dir / f"{spec.stem}{suffix}"
-            produced.add(path.resolve())
-            if write_if_changed(path, render(settings, spec)):
-                report.written.append(path)
-            else:
-                report.unchanged += 1
+    for name, content in rendered.items():
+        path = settings.feeds_dir / name
+        if write_if_changed(path, content):
+            report.written.append(path)
+            report.changed.append(name)
+        else:
+            report.unchanged += 1
+    keep = {(settings.feeds_dir / name).resolve() for name in (wanted or rendered)}
     for folder in (settings.feeds_dir / name for name in prune):
         for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-            if path.suffix in RENDERERS and path.resolve() not in produced:
+            if path.suffix in FORMATS and path.resolve() not in keep:
                 path.unlink(missing_ok=True)
                 report.removed.append(path)
     return report

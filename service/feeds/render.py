@@ -171,3 +171,12 @@ def render_json(settings: Settings, spec: FeedSpec) -> bytes:
 
 
 RENDERERS = {".xml": render_rss, ".atom": render_atom, ".json": render_json}
+
+
+def render_all(settings: Settings, specs: Sequence[FeedSpec]) -> dict[str, bytes]:
+    """Every format of each spec, keyed by its path below the feeds folder."""
+    return {
+        f"{spec.stem}{suffix}": render(settings, spec)
+        for spec in specs
+        for suffix, render in RENDERERS.items()
+    }
