@@ -38,7 +38,7 @@ typecheck: install-dev
 	$(BIN)/mypy
 
 pytest: install-dev
-	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
@@ -46,6 +46,13 @@ test: lint typecheck pytest
 # mmdebstrap, docker-compose; see README "Operating"). Not part of `make test`.
 container-test: install-dev
 	$(BIN)/pytest -m container tests/container -p no:cacheprovider $(PYTEST_ARGS)
+
+# Every benchmark against its floor, medians, table into docs/PERFORMANCE.md (a few minutes).
+# The floors need Debian's nginx-light, wrk and postfix (for smtp-sink).
+bench: install-dev
+	@for tool in nginx wrk smtp-sink; do PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null || \
+	  { echo "bench needs $$tool: apt-get install nginx-light wrk postfix" >&2; exit 1; }; done
+	$(BIN)/python bench/run_all.py
 
 # Rewrite the expected files in tests/data/ from the current code; review the diff.
 golden: install-dev
