@@ -12,6 +12,10 @@ from service.config import Settings
 
 from .helpers import running_app
 
+# The operator the console tests sign in as.
+EMAIL = "redaktion@agentur.example"
+PASSWORD = "richtig-langes-passwort"
+
 
 @asynccontextmanager
 async def console_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:

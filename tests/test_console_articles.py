@@ -20,12 +20,10 @@ from service import digest, ingest, mailer, operators, store
 from service.config import Settings
 from service.web.console import articles as console_articles
 
-from .console import console_client, csrf_of, sign_in
+from .console import EMAIL, PASSWORD, console_client, csrf_of, sign_in
 from .helpers import SmtpServer
 
 BERLIN = ZoneInfo("Europe/Berlin")
-EMAIL = "redaktion@agentur.example"
-PASSWORD = "richtig-langes-passwort"
 TOWN_HALL = "rathaus@borna.example"
 SCHOOL = "Borna und Irpin planen Schulaustausch"
 POWER = "Leipzig schickt Generatoren nach Kyjiw"

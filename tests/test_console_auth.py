@@ -17,14 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import digest, operators, store
 from service.config import Settings
 
-from .console import console_client
+from .console import EMAIL, PASSWORD, console_client
 from .console import csrf_of as _csrf
 from .console import sign_in as _sign_in
 from .helpers import running_app
 
 PARTNERPOST = str(Path(sys.executable).parent / "partnerpost")
-EMAIL = "redaktion@agentur.example"
-PASSWORD = "richtig-langes-passwort"
 
 
 @pytest.fixture

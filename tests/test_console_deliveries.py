@@ -19,12 +19,10 @@ from service.config import Settings
 from service.web import create_app
 from service.web.console.deliveries import retry_notice
 
+from .console import EMAIL, PASSWORD
 from .console import csrf_of as _csrf
 from .console import sign_in as _sign_in
 from .helpers import import_demo, next_monday_8am, run_digests, serving, subscribe
-
-EMAIL = "redaktion@agentur.example"
-PASSWORD = "richtig-langes-passwort"
 
 PERIODS = "/verwaltung/zustellungen"
 

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import operators, store
 from service.config import Settings
 
+from .console import EMAIL, PASSWORD, sign_in
+from .console import csrf_of as _token
 from .helpers import running_app
 
-EMAIL = "redaktion@agentur.example"
-PASSWORD = "richtig-langes-passwort"
 LEIPZIG = {
     "name": "Stadt Leipzig",
     "email": "info@leipzig.example",
@@ -29,12 +29,6 @@ LEIPZIG = {
     "frequency": "weekly",
     "topics": "Kultur; Wirtschaft",
 }
-
-
-def _token(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 @pytest.fixture
@@ -56,9 +50,7 @@ async def console(
     """The same client, signed in as an operator."""
     async with sessions() as session, session.begin():
         await operators.add(session, EMAIL, PASSWORD, store.utcnow())
-    form = await anonymous.get("/verwaltung/anmelden")
-    data = {"csrf": _token(form), "email": EMAIL, "password": PASSWORD, "weiter": ""}
-    assert (await anonymous.post("/verwaltung/anmelden", data=data)).status_code == 303
+    assert (await sign_in(anonymous, EMAIL, PASSWORD)).status_code == 303
     return anonymous
 
 
