@@ -3,7 +3,7 @@
 Owns what the app holds for its routes on `app.state` (settings, engine, sessions, page
 renderer, link tokens, runtime, the console's cookies), the guards and error handlers,
 and the lifespan: it creates and migrates the engine, loads the published feeds into
-memory and follows the store (`web.feeds`), runs the `Runtime` (scheduler, digests,
+memory and follows the store (`web.feeds`, `web.pagecache`), runs the `Runtime` (scheduler, digests,
 confirmation mails, feed builds) while serving, and closes them in order. In front of the
 middleware stack sit the feed route and the access log.
 Imports `config`, `store`, `subscribers`, `runtime` and the package's modules.
@@ -30,6 +30,7 @@ from service.web import (
     feeds,
     guards,
     operations,
+    pagecache,
     pages,
     rendering,
     sources,
@@ -49,6 +50,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sessions = sessions
         async with (
             feeds.following(app.state.feed_cache, sessions),
+            pagecache.following(app.state.page_cache, sessions),
             Runtime(settings, engine, sessions) as runtime,
         ):
             app.state.runtime = runtime
@@ -76,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.renderer = rendering.PageRenderer(settings)
     app.state.tokens = subscribers.Tokens(settings)
     app.state.feed_cache = feeds.FeedCache(settings)
+    app.state.page_cache = pagecache.PageCache(settings.feeds_poll_seconds)
     accesslog.install()
     for router in (
         pages.router,
@@ -87,17 +90,19 @@ def create_app(settings: Settings) -> FastAPI:
         console.router,
     ):
         app.include_router(router)
-    _in_front(app, app.state.feed_cache)
+    _in_front(app, app.state.feed_cache, app.state.page_cache)
     return app
 
 
-def _in_front(app: FastAPI, cache: feeds.FeedCache) -> None:
-    """Put the feed route and the access log in front of the app's middleware stack, which
-    Starlette builds on the first request: a feed request then passes no middleware."""
+def _in_front(app: FastAPI, cache: feeds.FeedCache, pages: pagecache.PageCache) -> None:
+    """Put the feed route, the access log and the page cache in front of the app's
+    middleware stack, which Starlette builds on the first request: a feed request then
+    passes no middleware, a cached page only the access log."""
     build = app.build_middleware_stack
 
     def build_with_front() -> ASGIApp:
-        return feeds.FeedRoute(cache, accesslog.AccessLog(build()))
+        stack = pagecache.PageRoute(pages, build())
+        return feeds.FeedRoute(cache, accesslog.AccessLog(stack))
 
     # An instance attribute, not a subclass: `FastAPIOffline` builds the FastAPI object.
     setattr(app, "build_middleware_stack", build_with_front)  # noqa: B010

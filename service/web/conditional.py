@@ -19,6 +19,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
 
 import brotli
+from starlette.types import Scope, Send
 
 IDENTITY = "identity"
 # Codings offered, in the server's order of preference when the client likes them equally.
@@ -143,14 +144,15 @@ class Negotiated:
 
     body: bytes
     etag: str  # without quotes, e.g. a content hash
-    modified: datetime
+    modified: datetime | None  # None: no Last-Modified (If-Modified-Since never matches)
     media_type: bytes
-    cache_control: bytes
-    last_modified: float = 0.0
+    cache_control: bytes | None
+    last_modified: float = float("inf")
     _representations: dict[str, Representation] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.last_modified = float(int(self.modified.timestamp()))
+        if self.modified is not None:
+            self.last_modified = float(int(self.modified.timestamp()))
 
     def representation(self, coding: str) -> Representation:
         found = self._representations.get(coding)
@@ -161,12 +163,12 @@ class Negotiated:
     def _make(self, coding: str) -> Representation:
         body = self.body if coding == IDENTITY else compress(coding, self.body)
         etag = f'"{self.etag}{_SUFFIX.get(coding, "")}"'.encode("ascii")
-        common = [
-            (b"etag", etag),
-            (b"last-modified", http_date(self.modified)),
-            (b"cache-control", self.cache_control),
-            (b"vary", b"Accept-Encoding"),
-        ]
+        common = [(b"etag", etag)]
+        if self.modified is not None:
+            common.append((b"last-modified", http_date(self.modified)))
+        if self.cache_control is not None:
+            common.append((b"cache-control", self.cache_control))
+        common.append((b"vary", b"Accept-Encoding"))
         ok = [
             (b"content-type", self.media_type),
             (b"content-length", str(len(body)).encode("ascii")),
@@ -191,3 +193,18 @@ def request_headers(
         elif name == b"if-modified-since":
             since = value
     return accept, match, since
+
+
+async def respond(scope: Scope, send: Send, document: Negotiated) -> int:
+    """Answer a GET or HEAD with `document` in the coding the request prefers, 304 when
+    its validators match; the status sent."""
+    accept, match, since = request_headers(scope["headers"])
+    chosen = document.representation(choose_coding(accept))
+    if not_modified(match, since, chosen.etag, document.last_modified):
+        headers, status, body = chosen.not_modified_headers, 304, b""
+    else:
+        headers, status = chosen.ok_headers, 200
+        body = b"" if scope["method"] == "HEAD" else chosen.body
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status

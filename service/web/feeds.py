@@ -26,12 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import feeds, metrics, store
 from service.config import Settings
-from service.web.conditional import (
-    Negotiated,
-    choose_coding,
-    not_modified,
-    request_headers,
-)
+from service.web.conditional import Negotiated, respond
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +137,7 @@ class FeedRoute:
             await send({"type": "http.response.start", "status": 405, "headers": _NOT_ALLOWED})
             await send({"type": "http.response.body", "body": b""})
             return
-        accept, match, since = request_headers(scope["headers"])
-        chosen = document.representation(choose_coding(accept))
-        if not_modified(match, since, chosen.etag, document.last_modified):
+        if await respond(scope, send, document) == 304:
             self._not_modified.inc()
-            start = {
-                "type": "http.response.start",
-                "status": 304,
-                "headers": chosen.not_modified_headers,
-            }
-            await send(start)
-            await send({"type": "http.response.body", "body": b""})
-            return
-        self._ok.inc()
-        await send({"type": "http.response.start", "status": 200, "headers": chosen.ok_headers})
-        body = b"" if scope["method"] == "HEAD" else chosen.body
-        await send({"type": "http.response.body", "body": body})
+        else:
+            self._ok.inc()
