@@ -27,7 +27,6 @@ ENV PATH=/opt/partnerpost/bin:$PATH \
     PARTNERPOST_HOST=0.0.0.0 \
     PARTNERPOST_PORT=8000 \
     PARTNERPOST_DATABASE_URL=sqlite+aiosqlite:////data/partnerpost.sqlite3 \
-    PARTNERPOST_FEEDS_DIR=/app/feeds \
     PARTNERPOST_OUTBOX_DIR=/data/outbox
 RUN groupadd --system --gid 10001 partnerpost \
     && useradd --system --uid 10001 --gid partnerpost --home-dir /app --no-create-home \
@@ -37,7 +36,9 @@ RUN groupadd --system --gid 10001 partnerpost \
 COPY --from=build /opt/partnerpost /opt/partnerpost
 WORKDIR /app
 USER partnerpost
-VOLUME ["/app/feeds", "/data"]
+# The feeds live in the database; /app/feeds is there for PARTNERPOST_FEEDS_DIR=/app/feeds,
+# an optional export of them as files (mount a volume there for a reverse proxy).
+VOLUME ["/data"]
 EXPOSE 8000
 # The port follows PARTNERPOST_PORT (host networking may need another one).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
-    feeds_dir: Path = Field(default=Path("./feeds"), description="Where feed files are written.")
+    feeds_dir: Path | None = Field(
+        default=None,
+        description="Optional export of the feeds as files, for a reverse proxy to serve; "
+        "unset or empty: none (the feeds live in the database and are served from memory).",
+    )
     admin_token: SecretStr = Field(
         default=SecretStr(""),
         description="Bearer token of the admin API; empty disables the admin API.",
@@ -92,6 +96,12 @@ class Settings(BaseSettings):
     )
     feeds_check_seconds: int = Field(
         default=30, ge=1, description="How often the scheduler checks whether feeds are stale."
+    )
+    feeds_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a server checks the database for newly published feeds.",
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json for one JSON object per line."
@@ -270,6 +280,11 @@ class Settings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError(f"{value!r} must be an absolute http(s) URL, or empty")
         return value
+
+    @field_validator("feeds_dir", mode="before")
+    @classmethod
+    def _empty_is_no_export(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod

@@ -43,6 +43,12 @@ FEED_BUILD_SECONDS = Histogram(
     buckets=_SECONDS,
     registry=REGISTRY,
 )
+FEED_RESPONSES = Counter(
+    "partnerpost_feed_responses",
+    "Feed requests this process answered from memory, by status (200, 304).",
+    ["status"],
+    registry=REGISTRY,
+)
 DIGEST_RUN_SECONDS = Histogram(
     "partnerpost_digest_run_seconds",
     "Duration of a digest run (planning and sending).",

@@ -16,7 +16,7 @@ def test_defaults_serve_the_embedded_setup(monkeypatch):
     settings = load_settings(_env_file=None)
     assert settings.database_url == "sqlite+aiosqlite:///./var/partnerpost.sqlite3"
     assert settings.public_url == "http://127.0.0.1:8000"
-    assert settings.feeds_dir == Path("feeds")
+    assert settings.feeds_dir is None  # the feeds live in the store; no export folder
     assert settings.admin_token.get_secret_value() == ""
 
 
@@ -94,3 +94,10 @@ def test_public_url_follows_host_and_port_unless_base_url_is_set(monkeypatch):
     assert load_settings(_env_file=None, host="0.0.0.0").public_url == "http://127.0.0.1:8300"
     monkeypatch.setenv("PARTNERPOST_BASE_URL", "https://news.example.org/")
     assert load_settings(_env_file=None).public_url == "https://news.example.org"
+
+
+def test_feeds_export_folder_is_optional_and_empty_means_none(monkeypatch):
+    monkeypatch.setenv("PARTNERPOST_FEEDS_DIR", "")
+    assert load_settings(_env_file=None).feeds_dir is None
+    monkeypatch.setenv("PARTNERPOST_FEEDS_DIR", "/srv/feeds")
+    assert load_settings(_env_file=None).feeds_dir == Path("/srv/feeds")

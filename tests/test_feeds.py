@@ -173,10 +173,10 @@ async def test_topic_feeds_are_built_and_pruned(sessions, settings, engine):
     report = await feeds.build_feeds(settings, engine, sessions)
 
     assert report is not None
-    assert sorted(p.name for p in report.removed) == [
-        "waerme-wasser.atom",
-        "waerme-wasser.json",
-        "waerme-wasser.xml",
+    assert sorted(report.removed) == [
+        "themen/waerme-wasser.atom",
+        "themen/waerme-wasser.json",
+        "themen/waerme-wasser.xml",
     ]
     assert not (settings.feeds_dir / "themen/waerme-wasser.xml").exists()
 

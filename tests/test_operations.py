@@ -108,7 +108,7 @@ def test_dockerfile_takes_its_base_image_as_argument_and_runs_a_virtualenv_as_no
     assert re.search(r"^USER partnerpost$", dockerfile, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.MULTILINE)
     assert 'CMD ["partnerpost", "serve"]' in dockerfile
-    assert 'VOLUME ["/app/feeds", "/data"]' in dockerfile
+    assert 'VOLUME ["/data"]' in dockerfile  # the feeds live in the database
 
 
 def test_build_context_leaves_out_secrets_the_database_and_the_virtualenv():

@@ -28,7 +28,12 @@ def app_settings(settings, demo):
 
 
 async def _feed(client: httpx.AsyncClient, settings, name: str = "artikel.atom") -> httpx.Response:
-    await wait_until(lambda: (settings.feeds_dir / name).exists(), 10, what=f"{name} written")
+    """The feed once the server has it (built, published in the store, then loaded)."""
+
+    async def served() -> bool:
+        return (await client.get(f"/feeds/{name}")).status_code == 200
+
+    await wait_until(served, 10, 0.1, what=f"{name} served")
     return await client.get(f"/feeds/{name}")
 
 

@@ -104,7 +104,7 @@ def feeds_build(
         typer.Option("--force", help="Rebuild even if the feeds were built for another URL."),
     ] = False,
 ) -> None:
-    """Write all feed files now (only those whose content changed)."""
+    """Publish all feeds now (only those whose content changed)."""
     settings = settings_from_environment()
 
     async def work(
@@ -116,9 +116,10 @@ def feeds_build(
     if report is None:
         out.print("another process is building the feeds right now; nothing written")
         return
+    exported = f" (exported to {settings.feeds_dir})" if settings.feeds_dir else ""
     out.print(
-        f"{len(report.written)} written, {report.unchanged} unchanged, "
-        f"{len(report.removed)} removed in {settings.feeds_dir}"
+        f"{len(report.changed)} written, {report.unchanged} unchanged, "
+        f"{len(report.removed)} removed{exported}"
     )
 
 

@@ -36,7 +36,18 @@ class _Server(uvicorn.Server):
 def run(app: Any, *, host: str, port: int, **options: Any) -> None:
     """Serve `app` until a stop signal; exits like uvicorn (3) when the app cannot start.
     `options` go to uvicorn's Config (proxy headers, for instance)."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, **options)
+    # uvloop and httptools (uvicorn[standard]); the app writes the access log itself, so
+    # feed requests answered in front of it cost no log line (see `web.accesslog`).
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        **options,
+    )
     # Bind before the lifespan starts the scheduler: a port in use must fail before any
     # feed build or digest run (uvicorn binds only after its lifespan startup).
     sock = config.bind_socket()

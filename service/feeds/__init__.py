@@ -4,11 +4,11 @@ Files: `artikel.{xml,atom,json}` (the newest articles) and
 `themen/<topic>.{xml,atom,json}` (one set per topic) and `kommunen/<municipality>.{...}`
 (the articles that mention a subscribed municipality or its partner); `.xml` is RSS,
 `.atom` Atom. `render` turns a spec into bytes, `specs` decides the specs from the store,
-`files` writes them, `build` runs one build under the feeds lock.
+`files` publishes them (store, optional export folder), `build` runs one build under the feeds lock.
 """
 
 from service.feeds.build import BASE_URL_FACT, build_feeds
-from service.feeds.files import BuildReport, write_feeds, write_if_changed
+from service.feeds.files import BuildReport, export_feeds, write_feeds, write_if_changed
 from service.feeds.render import (
     DEFAULT_TITLE,
     FORMATS,
@@ -42,6 +42,7 @@ __all__ = [
     "FeedSpec",
     "article_url",
     "build_feeds",
+    "export_feeds",
     "feed_specs",
     "feed_url",
     "render_all",

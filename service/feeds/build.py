@@ -63,14 +63,17 @@ async def build_feeds(
         await _check_base_url(settings, sessions, force=force)
         async with sessions() as session:
             specs = await feed_specs(settings, session)
-        report = write_feeds(
-            settings, render_all(settings, specs), prune=(TOPICS_DIR, MUNICIPALITIES_DIR)
+        report = await write_feeds(
+            settings,
+            render_all(settings, specs),
+            prune=(TOPICS_DIR, MUNICIPALITIES_DIR),
+            sessions=sessions,
         )
     report.seconds = time.perf_counter() - started
     metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(
-        "feeds built: %d written, %d unchanged, %d removed in %.3fs",
-        len(report.written),
+        "feeds built: %d changed, %d unchanged, %d removed in %.3fs",
+        len(report.changed),
         report.unchanged,
         len(report.removed),
         report.seconds,

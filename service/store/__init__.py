@@ -4,8 +4,9 @@ One module per owned concept: `base` (engine, sessions, migrations, locks, the o
 SQLite and PostgreSQL differ), `articles`, `curation` (what operators do to articles: search,
 hide, edit), `subscribers`, `consents`, `ledger` (the digest deliveries), `history` (the ledger
 as operators read and retry it), `confirmation_queue`, `queues` (what the two mail queues
-share), `sources` (where news comes from and how polling it went) and `operators` (console
-accounts, failed sign-ins). Functions take an `AsyncSession` and leave transaction boundaries to
+share), `sources` (where news comes from and how polling it went), `operators` (console
+accounts, failed sign-ins) and `feed_documents` (the published feeds' bytes and validators,
+which every replica serves). Functions take an `AsyncSession` and leave transaction boundaries to
 the caller, except the few documented otherwise. Imports only `errors`, `clock` and `slugs`;
 every other module sits below the store in the flow and uses it as `from service import store`.
 """
@@ -78,6 +79,16 @@ from service.store.curation import (
     edit_article,
     search_articles,
     set_hidden,
+)
+from service.store.feed_documents import (
+    FeedDocument,
+    FeedPublication,
+    Publication,
+    content_etag,
+    feed_document_versions,
+    feed_documents,
+    feed_publication_version,
+    publish_feed_documents,
 )
 from service.store.history import (
     DELIVERY_STATES,
@@ -179,6 +190,8 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryStatus",
     "Edition",
+    "FeedDocument",
+    "FeedPublication",
     "Frequency",
     "HistoryEntry",
     "Operator",
@@ -187,6 +200,7 @@ __all__ = [
     "Outcome",
     "Period",
     "PeriodSummary",
+    "Publication",
     "SaveOutcome",
     "SignInAttempt",
     "SiteFact",
@@ -215,6 +229,7 @@ __all__ = [
     "confirmations_with_addresses",
     "consent_by_id",
     "consents_of",
+    "content_etag",
     "count_articles",
     "count_deliveries",
     "count_due",
@@ -235,6 +250,9 @@ __all__ = [
     "erase_address",
     "exclusive",
     "failed_sign_ins",
+    "feed_document_versions",
+    "feed_documents",
+    "feed_publication_version",
     "feeds_version",
     "find_deliveries",
     "finish_confirmation",
@@ -254,6 +272,7 @@ __all__ = [
     "period_summaries",
     "plan_period",
     "publish_committed",
+    "publish_feed_documents",
     "recent_failures",
     "record_failed_sign_in",
     "record_request",

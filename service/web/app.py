@@ -2,8 +2,10 @@
 
 Owns what the app holds for its routes on `app.state` (settings, engine, sessions, page
 renderer, link tokens, runtime, the console's cookies), the guards and error handlers,
-and the lifespan: it creates and migrates the engine, runs the `Runtime` (scheduler,
-digests, confirmation mails, feed builds) while serving, and closes both in order.
+and the lifespan: it creates and migrates the engine, loads the published feeds into
+memory and follows the store (`web.feeds`, `web.pagecache`), runs the `Runtime` (scheduler, digests,
+confirmation mails, feed builds) while serving, and closes them in order. In front of the
+middleware stack sit the feed route and the access log.
 Imports `config`, `store`, `subscribers`, `runtime` and the package's modules.
 """
 
@@ -15,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp
 
 from service import store, subscribers
 from service.config import Settings
@@ -27,6 +30,7 @@ from service.web import (
     feeds,
     guards,
     operations,
+    pagecache,
     pages,
     rendering,
     sources,
@@ -44,7 +48,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessions = store.session_factory(engine)
         app.state.engine = engine
         app.state.sessions = sessions
-        async with Runtime(settings, engine, sessions) as runtime:
+        async with (
+            feeds.following(app.state.feed_cache, sessions),
+            pagecache.following(app.state.page_cache, sessions),
+            Runtime(settings, engine, sessions) as runtime,
+        ):
             app.state.runtime = runtime
             app.state.scheduler = runtime.scheduler  # so callers holding the app reach it
             yield
@@ -65,11 +73,12 @@ def create_app(settings: Settings) -> FastAPI:
     guards.install(app)
     app.add_exception_handler(subscribers.InvalidTokenError, subscriptions.invalid_link)
     app.add_exception_handler(404, pages.not_found)
-    feeds.mount(app, settings)
     console.install(app, settings)
     app.state.settings = settings
     app.state.renderer = rendering.PageRenderer(settings)
     app.state.tokens = subscribers.Tokens(settings)
+    app.state.feed_cache = feeds.FeedCache(settings)
+    app.state.page_cache = pagecache.PageCache(settings.feeds_poll_seconds)
     accesslog.install()
     for router in (
         pages.router,
@@ -81,4 +90,19 @@ def create_app(settings: Settings) -> FastAPI:
         console.router,
     ):
         app.include_router(router)
+    _in_front(app, app.state.feed_cache, app.state.page_cache)
     return app
+
+
+def _in_front(app: FastAPI, cache: feeds.FeedCache, pages: pagecache.PageCache) -> None:
+    """Put the feed route, the access log and the page cache in front of the app's
+    middleware stack, which Starlette builds on the first request: a feed request then
+    passes no middleware, a cached page only the access log."""
+    build = app.build_middleware_stack
+
+    def build_with_front() -> ASGIApp:
+        stack = pagecache.PageRoute(pages, build())
+        return feeds.FeedRoute(cache, accesslog.AccessLog(stack))
+
+    # An instance attribute, not a subclass: `FastAPIOffline` builds the FastAPI object.
+    setattr(app, "build_middleware_stack", build_with_front)  # noqa: B010

@@ -1,46 +1,143 @@
-"""Feed files over HTTP: `/feeds/...` served from the feeds folder.
+"""Feeds over HTTP: `/feeds/...` answered from memory, the same on every replica.
 
-Owns how a feed file is answered: its feed media type, a `Cache-Control` max-age, and
-conditional GETs (ETag and Last-Modified, 304 when unchanged). Imports `config` and `feeds`.
+Owns the server's copy of the published feeds (`FeedCache`: bytes, content-derived ETag,
+Last-Modified, gzip and brotli made on first demand) and how it follows the store: loaded
+in full before the server answers, then refreshed whenever the store's feed publication
+version moves (polled every `feeds_poll_seconds`; one row read). With
+`settings.feeds_dir` each replica also keeps the export folder in step.
+
+`FeedRoute` answers `/feeds/...` as plain ASGI in front of the app's middleware stack: no
+thread, no database, no access-log line (a counter instead), and for a path it does not
+know it hands the request on, so the app answers with its German 404 page. It honours
+`Accept-Encoding`, `If-None-Match`, `If-Modified-Since` and HEAD (see `conditional`).
+Imports `config`, `metrics`, `store`, `feeds` and the web package's `conditional`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
-from starlette.responses import FileResponse
-from starlette.staticfiles import NotModifiedResponse, StaticFiles
-from starlette.types import Scope
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import feeds
+from service import feeds, metrics, store
 from service.config import Settings
+from service.web.conditional import Negotiated, respond
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/feeds/"
+_METHODS = ("GET", "HEAD")
+_NOT_ALLOWED = [(b"allow", b"GET, HEAD"), (b"content-length", b"0")]
 
 
-class FeedFiles(StaticFiles):
-    """The feeds folder with feed content types, caching headers and conditional GETs."""
+class ServedFeed(Negotiated):
+    """A published feed as this server holds it."""
 
-    def __init__(self, directory: os.PathLike[str], max_age: int) -> None:
-        super().__init__(directory=directory, check_dir=False)
-        self._cache_control = f"public, max-age={max_age}"
+    version: int = 0
 
-    def file_response(
-        self,
-        full_path: os.PathLike[str] | str,
-        stat_result: os.stat_result,
-        scope: Scope,
-        status_code: int = 200,
-    ) -> Response:
-        media_type = feeds.FORMATS.get(os.path.splitext(str(full_path))[1])
-        response = FileResponse(
-            full_path, status_code=status_code, stat_result=stat_result, media_type=media_type
+
+class FeedCache:
+    """Every published feed by its path below `/feeds/`, replaced as a whole on refresh (a
+    request sees the old set or the new one, never half of each)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cache_control = f"public, max-age={settings.feed_max_age}".encode("ascii")
+        self.documents: dict[str, ServedFeed] = {}
+        self.version: int | None = None
+
+    async def refresh(self, sessions: async_sessionmaker[AsyncSession]) -> bool:
+        """Follow the store if its publication version moved; whether anything changed."""
+        async with sessions() as session:
+            version = await store.feed_publication_version(session)
+            if version == self.version:
+                return False
+            listed = await store.feed_document_versions(session)
+            stale = [p for p, v in listed.items() if _version_of(self.documents.get(p)) != v]
+            loaded = await store.feed_documents(session, stale)
+        documents = {path: doc for path, doc in self.documents.items() if path in listed}
+        removed = [path for path in self.documents if path not in listed]
+        for row in loaded:
+            documents[row.path] = self._document(row)
+        self.documents = documents
+        self.version = version
+        if loaded or removed:
+            log.info(
+                "feeds: %d changed, %d removed (version %d)", len(loaded), len(removed), version
+            )
+        if self._settings.feeds_dir is not None:
+            changed = {row.path: row.content for row in loaded}
+            await asyncio.to_thread(feeds.export_feeds, self._settings.feeds_dir, changed, removed)
+        return True
+
+    def _document(self, row: store.FeedDocument) -> ServedFeed:
+        media_type = feeds.FORMATS.get(os.path.splitext(row.path)[1], "application/octet-stream")
+        document = ServedFeed(
+            row.content, row.etag, row.modified_at, media_type.encode("ascii"), self._cache_control
         )
-        response.headers["cache-control"] = self._cache_control
-        if self.is_not_modified(response.headers, Request(scope).headers):
-            return NotModifiedResponse(response.headers)
-        return response
+        document.version = row.version
+        return document
+
+    async def follow(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Refresh every `feeds_poll_seconds` until cancelled; a failed refresh is logged
+        once per run of failures and tried again at the next tick."""
+        failing = False
+        while True:
+            await asyncio.sleep(self._settings.feeds_poll_seconds)
+            try:
+                await self.refresh(sessions)
+            except Exception:
+                if not failing:
+                    log.exception("feeds: refreshing from the store failed; retrying")
+                failing = True
+            else:
+                failing = False
 
 
-def mount(app: FastAPI, settings: Settings) -> None:
-    """Serve the settings' feeds folder under `/feeds`."""
-    app.mount("/feeds", FeedFiles(settings.feeds_dir, settings.feed_max_age), name="feeds")
+def _version_of(document: ServedFeed | None) -> int | None:
+    return None if document is None else document.version
+
+
+@contextlib.asynccontextmanager
+async def following(
+    cache: FeedCache, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[None]:
+    """Load every published feed, then keep following the store until the block ends."""
+    await cache.refresh(sessions)
+    task = asyncio.create_task(cache.follow(sessions), name="feeds-follow")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class FeedRoute:
+    """Answers `/feeds/<path>` from the cache and hands every other request to `app`."""
+
+    def __init__(self, cache: FeedCache, app: ASGIApp) -> None:
+        self.cache = cache
+        self.app = app
+        self._ok = metrics.FEED_RESPONSES.labels("200")
+        self._not_modified = metrics.FEED_RESPONSES.labels("304")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        document = self.cache.documents.get(path[7:]) if path.startswith(PREFIX) else None
+        if document is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in _METHODS:
+            await send({"type": "http.response.start", "status": 405, "headers": _NOT_ALLOWED})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if await respond(scope, send, document) == 304:
+            self._not_modified.inc()
+        else:
+            self._ok.inc()

@@ -172,6 +172,7 @@ def test_container_migrates_serves_healthy_feeds_sends_a_digest_and_stops_with_0
         "PARTNERPOST_DIGEST_RETRY_SECONDS": "2",
         "PARTNERPOST_FEEDS_CHECK_SECONDS": "2",
         "PARTNERPOST_SHUTDOWN_GRACE_SECONDS": "20",
+        "PARTNERPOST_FEEDS_DIR": "/app/feeds",  # the optional export, into the volume
     }
     flags = ["--network", "host", "-v", f"{volume}:/app/feeds"]
     for name, value in env.items():

@@ -1,0 +1,1 @@
+"""What the serving benchmarks share: a `partnerpost serve` process, nginx and wrk."""

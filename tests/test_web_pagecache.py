@@ -1,0 +1,62 @@
+"""Cached pages: ETag and 304, dropped when the site changes (here or in another process),
+and never for token pages."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import AUTH, add_article, wait_until
+
+NEW_ARTICLE = {
+    "title": "Neue Partnerschaft: Borna und Irpin planen Schulaustausch",
+    "teaser": "Die Städte wollen im Frühjahr 2025 Schülerinnen und Schüler austauschen.",
+    "place": "Borna",
+    "published": "2024-11-20",
+    "topics": ["Bildung"],
+}
+
+
+@pytest.fixture
+def app_settings(settings, demo):
+    return settings
+
+
+async def test_start_page_has_an_etag_and_answers_304(client):
+    first = await client.get("/", headers={"Accept-Encoding": "identity"})
+    again = await client.get("/", headers={"Accept-Encoding": "identity"})
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    tag = first.headers["etag"]
+    assert again.headers["etag"] == tag
+    assert first.headers["content-type"].startswith("text/html")
+
+    cached = await client.get("/", headers={"Accept-Encoding": "identity", "If-None-Match": tag})
+    assert cached.status_code == 304 and cached.content == b""
+    zipped = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.content == first.content
+    assert zipped.headers["etag"] == f'{tag[:-1]}-gz"'
+
+
+async def test_an_api_change_shows_at_once(client):
+    await client.get("/")
+    created = await client.post("/api/articles", json=NEW_ARTICLE, headers=AUTH)
+    assert created.status_code == 201
+    page = await client.get("/")
+    assert NEW_ARTICLE["title"] in page.text
+
+
+async def test_a_change_by_another_process_shows_within_a_poll(client, sessions):
+    before = await client.get("/")
+    await add_article(sessions, "Ein Artikel aus einem anderen Prozess", "2025-01-15")
+
+    async def shown() -> bool:
+        return "Ein Artikel aus einem anderen Prozess" in (await client.get("/")).text
+
+    await wait_until(shown, 10, 0.1, what="the new article on the start page")
+    assert (await client.get("/")).headers["etag"] != before.headers["etag"]
+
+
+async def test_error_and_token_pages_are_not_cached(client):
+    for path in ("/artikel/gibt-es-nicht", "/abmelden/kein-token", "/verwaltung/anmelden"):
+        response = await client.get(path)
+        assert "etag" not in response.headers, path
