@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, ingest, store, templating
 from service.cli.common import (
     EXIT_REJECTED,
     err,
     fail,
     in_session,
+    lazy,
     out,
     settings_from_environment,
     with_store,
 )
 from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import feeds, ingest, store, templating
+else:
+    feeds, ingest, store, templating = lazy(
+        "service.feeds", "service.ingest", "service.store", "service.templating"
+    )
 
 feeds_app = typer.Typer(help="Feed files.", no_args_is_help=True)
 articles_app = typer.Typer(help="Stored articles.", no_args_is_help=True)
