@@ -34,9 +34,7 @@ _EDITABLE = (
     "source_url",
 )
 # Values in one `IN (...)`: far below SQLite's (32,766) and asyncpg's (32,767) limits.
-_CHUNK = 1000
-# Suffixes (`-2` ... `-5`) looked up with the plain slug before asking per title.
-_SLUG_SUFFIXES = 5
+_CHUNK = 2000
 
 
 @dataclass(eq=False)
@@ -143,9 +141,9 @@ class _Slugs:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.looked_up: set[str] = set()
+        self.taken: set[str] = set()  # stored slugs known, and those given in this save
+        self.looked_up: set[str] = set()  # slugs whether stored is known
         self.complete: set[str] = set()  # bases whose every stored `base...` slug is known
-        self.taken: set[str] = set()
         self.bases: dict[str, str] = {}
 
     def _base(self, title: str) -> str:
@@ -155,29 +153,26 @@ class _Slugs:
         return base
 
     async def look_up(self, titles: Iterable[str]) -> None:
-        """Read at once which of the first few slugs of these titles are taken."""
-        wanted = {
-            f"{base}-{n}" if n > 1 else base
-            for base in map(self._base, titles)
-            for n in range(1, _SLUG_SUFFIXES + 1)
-        }
-        for chunk in _chunks(wanted - self.looked_up):
+        """Read at once which of the plain slugs of these titles are stored."""
+        bases = {self._base(title) for title in titles} - self.looked_up
+        for chunk in _chunks(bases):
             query = select(Article.slug).where(Article.slug.in_(chunk))
             self.taken.update(await self.session.scalars(query))
-            self.looked_up.update(chunk)
+        self.looked_up.update(bases)
 
     async def new(self, title: str) -> str:
         base = self._base(title)
+        if (base not in self.looked_up or base in self.taken) and base not in self.complete:
+            # Taken (or unknown): read every stored slug it begins, suffixed ones included.
+            like = select(Article.slug).where(Article.slug.like(f"{base}%"))
+            self.taken.update(await self.session.scalars(like))
+            self.complete.add(base)
+            self.looked_up.add(base)
         slug, n = base, 2
-        while True:
-            if slug not in self.looked_up and base not in self.complete:
-                like = select(Article.slug).where(Article.slug.like(f"{base}%"))
-                self.taken.update(await self.session.scalars(like))
-                self.complete.add(base)
-            if slug not in self.taken:
-                self.taken.add(slug)
-                return slug
+        while slug in self.taken:
             slug, n = f"{base}-{n}", n + 1
+        self.taken.add(slug)
+        return slug
 
 
 def _edit(known: _Known, data: ArticleData) -> bool:
