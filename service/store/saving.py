@@ -75,22 +75,27 @@ class _Reach:
     def __init__(self, stored: Iterable[Article]) -> None:
         self.by_key: dict[str, _Known] = {}
         self.by_day: defaultdict[tuple[datetime, str], list[_Known]] = defaultdict(list)
+        self.day_of: dict[_Known, tuple[datetime, str]] = {}
         for article in sorted(stored, key=_place_in_id_order):
-            self.add(article)
+            self.add(article, _day_place(article))
 
-    def add(self, known: _Known) -> None:
+    def add(self, known: _Known, day_place: tuple[datetime, str]) -> None:
         self.by_key[known.key] = known
-        self.by_day[_day_place(known)].append(known)
+        self.by_day[day_place].append(known)
+        self.day_of[known] = day_place
 
-    def moved(self, known: _Known, before: tuple[datetime, str]) -> None:
+    def moved(self, known: _Known) -> None:
         """`known` was edited; its publication time or place may be new."""
-        after = _day_place(known)
+        before, after = self.day_of[known], _day_place(known)
         if after != before:
             self.by_day[before].remove(known)
             self.by_day[after].append(known)
             self.by_day[after].sort(key=_place_in_id_order)
+            self.day_of[known] = after
 
-    def find(self, data: ArticleData, apart: Collection[str]) -> _Known | None:
+    def find(
+        self, data: ArticleData, day_place: tuple[datetime, str], apart: Collection[str]
+    ) -> _Known | None:
         """The stored article `data` describes: the one with its key, or one it edits.
 
         The rule for edits, stated here only: an article with a new key but the same
@@ -103,7 +108,7 @@ class _Reach:
         found = self.by_key.get(data.key)
         if found is not None:
             return found
-        for candidate in self.by_day.get(_day_place(data), ()):
+        for candidate in self.by_day.get(day_place, ()):
             same = candidate.title == data.title or candidate.teaser == data.teaser
             if same and candidate.key not in apart:
                 return candidate
@@ -242,7 +247,8 @@ async def save_articles(
     outcomes: list[tuple[SaveOutcome, _Known]] = []
     new: list[_New] = []
     for data in articles:
-        known = reach.find(data, apart)
+        day_place = _day_place(data)
+        known = reach.find(data, day_place, apart)
         if known is None:
             item = _New(
                 order=len(new),
@@ -253,14 +259,13 @@ async def save_articles(
                 **{name: getattr(data, name) for name in _EDITABLE},
             )
             new.append(item)
-            reach.add(item)
+            reach.add(item, day_place)
             outcomes.append((SaveOutcome.CREATED, item))
             continue
-        before = _day_place(known)
         if not _edit(known, data):
             outcomes.append((SaveOutcome.UNCHANGED, known))
             continue
-        reach.moved(known, before)
+        reach.moved(known)
         if isinstance(known, Article):
             known.updated_at = now
         outcomes.append((SaveOutcome.UPDATED, known))
