@@ -13,9 +13,11 @@ Owns no data. Imports `config`, `errors` and `store`.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -87,6 +89,21 @@ options = Options()
 
 EXIT_REJECTED = 1
 EXIT_FAILURE = 2
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused for a bulk step of one command (an import of
+    thousands of articles): it would otherwise walk every object of the process again and
+    again as the step allocates, a sixth of the import's time. Reference counting still
+    frees what the step drops; cycles wait until the collector runs again afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def fail(message: str, cause: BaseException | None = None, *, label: str = "error") -> NoReturn:
