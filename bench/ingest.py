@@ -1,16 +1,19 @@
 """Benchmark: `partnerpost ingest` of generated NDJSON articles into a fresh SQLite store.
 
-    .venv/bin/python bench/ingest.py [--tiny] [--articles 10000]
+    .venv/bin/python bench/ingest.py [--tiny] [--articles 10000] [--postgresql]
 
 Articles per second of the whole command (start, migrations, parsing, saving, the feed
-build it triggers), each round on a new store. The floor, for reference: the same rows
-inserted with one plain `executemany` into an empty SQLite table of the same columns.
+build it triggers), each round on a new store: a SQLite file, or with `--postgresql` a new
+database on the server of PARTNERPOST_TEST_POSTGRES (the tests' admin DSN). The floor, for
+reference: the same rows inserted with one plain `executemany` into an empty SQLite table of
+the same columns.
 Goal (issue 13): at least 5,000 articles/s for 10,000 articles (`--tiny`: 300).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -25,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "PARTNERPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 GOAL = 5000.0
 PLACES = [
     "Leipzig",
@@ -121,11 +127,29 @@ def floor_seconds(rows: list[tuple[Any, ...]], folder: Path) -> float:
     return seconds
 
 
-def ingest_seconds(source: Path, folder: Path, count: int) -> float:
-    """`partnerpost ingest SOURCE` into a new store in `folder`; checks the report."""
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def new_postgresql_database() -> tuple[str, str]:
+    """A new, empty PostgreSQL database: its name and URL."""
+    name = f"pp_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    server = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return name, f"{server}/{name}"
+
+
+def ingest_seconds(source: Path, folder: Path, count: int, database_url: str) -> float:
+    """`partnerpost ingest SOURCE` into the new store at `database_url`; checks the report."""
     env = {
         **os.environ,
-        "PARTNERPOST_DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}",
+        "PARTNERPOST_DATABASE_URL": database_url,
         "PARTNERPOST_FEEDS_DIR": str(folder / "feeds"),
         "PARTNERPOST_BASE_URL": "http://127.0.0.1:8000",
     }
@@ -144,7 +168,7 @@ def ingest_seconds(source: Path, folder: Path, count: int) -> float:
     return seconds
 
 
-def main(count: int, rounds: int) -> None:
+def main(count: int, rounds: int, postgresql: bool) -> None:
     items = articles(count)
     rows = _floor_rows(items)
     speeds: list[float] = []
@@ -161,14 +185,23 @@ def main(count: int, rounds: int) -> None:
             floors.append(count / floor_seconds(rows, floor_folder))
             folder = Path(scratch) / f"round-{n}"
             folder.mkdir()
-            speeds.append(count / ingest_seconds(source, folder, count))
+            if not postgresql:
+                url = f"sqlite+aiosqlite:///{folder / 'store.sqlite3'}"
+                speeds.append(count / ingest_seconds(source, folder, count, url))
+                continue
+            name, url = new_postgresql_database()
+            try:
+                speeds.append(count / ingest_seconds(source, folder, count, url))
+            finally:
+                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     value = statistics.median(speeds)
     floor = statistics.median(floors)
     print(
         json.dumps(
             {
                 "bench": "ingest",
-                "work": f"partnerpost ingest of {count:,} articles (NDJSON), SQLite",
+                "work": f"partnerpost ingest of {count:,} articles (NDJSON), "
+                + ("PostgreSQL" if postgresql else "SQLite"),
                 "value": round(value),
                 "unit": "articles/s",
                 "floor": round(floor),
@@ -188,8 +221,11 @@ if __name__ == "__main__":
     parser.add_argument("--tiny", action="store_true", help="300 articles, one round.")
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--postgresql", action="store_true", help="Into PostgreSQL (the floor stays SQLite)."
+    )
     arguments = parser.parse_args()
     if arguments.tiny:
-        main(300, 1)
+        main(300, 1, arguments.postgresql)
     else:
-        main(arguments.articles, arguments.rounds)
+        main(arguments.articles, arguments.rounds, arguments.postgresql)
