@@ -131,10 +131,12 @@ async def _stored_in_reach(session: AsyncSession, articles: Sequence[ArticleData
             found[article.id] = article
     stored_keys = {article.key for article in found.values()}
     unmatched = [data for data in articles if data.key not in stored_keys]
-    times = {data.published_at for data in unmatched}
-    places = {data.place for data in unmatched}
-    for chunk in _chunks(times):
-        query = select(Article).where(Article.published_at.in_(chunk), Article.place.in_(places))
+    for start in range(0, len(unmatched), _CHUNK // 2):
+        part = unmatched[start : start + _CHUNK // 2]
+        query = select(Article).where(
+            Article.published_at.in_(list({data.published_at for data in part})),
+            Article.place.in_(list({data.place for data in part})),
+        )
         for article in await session.scalars(query):
             found[article.id] = article
     return list(found.values())
