@@ -14,6 +14,7 @@ from .helpers import (
     DEMO,
     environment,
     partnerpost,
+    run,
     serve,
     sqlite_only,
     store_env,
@@ -130,3 +131,13 @@ def test_log_lines_never_show_a_database_password(plain_settings, capsys):
     stderr = capsys.readouterr().err
     assert "postgresql+asyncpg://partnerpost:***@db:5432/partnerpost" in stderr
     assert "pw-4711" not in stderr
+
+
+@sqlite_only
+def test_verbose_before_the_command_logs_debug_lines(settings):
+    quiet = run(settings, "db", "upgrade")
+    verbose = run(settings, "-v", "db", "upgrade")
+
+    assert quiet.returncode == verbose.returncode == 0
+    assert " DEBUG " not in quiet.stderr.decode()
+    assert " DEBUG " in verbose.stderr.decode()

@@ -24,7 +24,7 @@ from service.cli import (
     sources,
     subscribers,
 )
-from service.cli.common import configure_logging
+from service.cli.common import configure_logging, options
 
 __all__ = ["app", "configure_logging", "main"]
 
@@ -49,11 +49,10 @@ app.add_typer(operators.operators_app, name="operators")
 
 @app.callback()
 def _options(
-    context: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
-    """Options of every command; `--verbose` is kept in the context for the logging."""
-    context.obj = verbose
+    """Options of every command; `--verbose` is kept for the logging."""
+    options.verbose = verbose
 
 
 def main() -> None:

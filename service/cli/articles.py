@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, ingest, store, templating
 from service.cli.common import (
     EXIT_REJECTED,
+    collector_paused,
     err,
     fail,
     in_session,
+    lazy,
     out,
     settings_from_environment,
     with_store,
 )
 from service.errors import FeedsBaseUrlChangedError, IngestInputError, PartnerpostError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import feeds, ingest, store, templating
+    from service.config import Settings
+else:
+    feeds, ingest, store, templating = lazy(
+        "service.feeds", "service.ingest", "service.store", "service.templating"
+    )
 
 feeds_app = typer.Typer(help="Feed files.", no_args_is_help=True)
 articles_app = typer.Typer(help="Stored articles.", no_args_is_help=True)
@@ -49,6 +59,35 @@ def _read_source(source: str) -> tuple[str, str]:
         raise IngestInputError(source, exc.strerror or str(exc)) from exc
 
 
+def _ingest(
+    settings: Settings, source: str, fmt: str | None, *, notify: bool
+) -> ingest.IngestReport:
+    """Read, parse and save SOURCE in one transaction; then build the feeds if it changed any."""
+    try:
+        text, name = _read_source(source)
+        chosen = ingest.detect_format(text, name) if fmt is None else ingest.check_format(fmt)
+        parsed = ingest.parse(text, chosen, base_url=name or None)
+    except PartnerpostError as exc:
+        fail(str(exc), exc)
+
+    async def work(
+        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> ingest.IngestReport:
+        report = await ingest.save(sessions, parsed, notify=notify)
+        if report.changed:
+            try:
+                await feeds.build_feeds(settings, engine, sessions, wait=True)
+            except FeedsBaseUrlChangedError as exc:
+                err.print(
+                    f"feeds not rebuilt (the running server rebuilds them): {exc}",
+                    style="yellow",
+                    markup=False,
+                )
+        return report
+
+    return with_store(settings, work, create=True)
+
+
 def ingest_command(
     source: Annotated[str, typer.Argument(help="A file, an http(s) URL, or - for stdin.")],
     fmt: Annotated[
@@ -62,29 +101,8 @@ def ingest_command(
 ) -> None:
     """Import articles from a listing page (text or HTML), JSON or NDJSON."""
     settings = settings_from_environment()
-    try:
-        text, name = _read_source(source)
-        chosen = ingest.detect_format(text, name) if fmt is None else ingest.check_format(fmt)
-        parsed = ingest.parse(text, chosen, base_url=name or None)
-    except PartnerpostError as exc:
-        fail(str(exc), exc)
-
-    async def work(
-        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-    ) -> ingest.IngestReport:
-        report = await ingest.save(sessions, parsed, notify=not no_notify)
-        if report.changed:
-            try:
-                await feeds.build_feeds(settings, engine, sessions, wait=True)
-            except FeedsBaseUrlChangedError as exc:
-                err.print(
-                    f"feeds not rebuilt (the running server rebuilds them): {exc}",
-                    style="yellow",
-                    markup=False,
-                )
-        return report
-
-    report = with_store(settings, work, create=True)
+    with collector_paused():
+        report = _ingest(settings, source, fmt, notify=not no_notify)
     out.print(
         f"{report.created} new, {report.updated} updated, {report.unchanged} unchanged, "
         f"{len(report.rejections)} rejected"

@@ -5,27 +5,33 @@ Owns no data. Imports `clock`, `store`, `mailer`, `digest` and `cli.common`.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import digest, mailer, store
 from service.cli.common import (
     EXIT_FAILURE,
     EXIT_REJECTED,
     err,
     fail,
+    lazy,
     out,
     settings_from_environment,
     with_store,
 )
-from service.clock import BERLIN
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import clock, digest, mailer, store
+else:
+    clock, digest, mailer, store = lazy(
+        "service.clock", "service.digest", "service.mailer", "service.store"
+    )
 
 digest_app = typer.Typer(help="The email digest.", no_args_is_help=True)
 
@@ -43,7 +49,7 @@ def _parse_at(value: str | None) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         fail(f"--at {value!r} is no ISO 8601 date or time", exc)
-    return moment.replace(tzinfo=BERLIN) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=clock.BERLIN) if moment.tzinfo is None else moment
 
 
 @digest_app.command("preview")
@@ -95,6 +101,8 @@ async def _send_due(runner: digest.DigestRunner, moment: datetime) -> int:
     """Send with a progress bar, then a summary. The exit code: 1 when a row failed
     permanently, 2 when nothing could be delivered (every row tried waits for a retry),
     else 0."""
+    import asyncio
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     loop = asyncio.get_running_loop()

@@ -5,24 +5,28 @@ Owns no data. Imports `config`, `errors`, `store`, `runtime`, `web`, `cli.common
 
 from __future__ import annotations
 
-import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import store
 from service.cli.common import (
     EXIT_FAILURE,
     fail,
+    lazy,
     log,
     out,
     settings_from_environment,
     with_store,
 )
 from service.errors import PartnerpostError
-from service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import runtime, store
+else:
+    runtime, store = lazy("service.runtime", "service.store")
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -76,17 +80,19 @@ def worker() -> None:
     """Run the scheduler without HTTP: sources, digests, retries and feeds, until SIGTERM."""
     settings = settings_from_environment()
 
+    import asyncio
+
     async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with Runtime(settings, engine, sessions) as runtime:
-            log.info("worker %s started", runtime.runner.worker)
+        async with runtime.Runtime(settings, engine, sessions) as running:
+            log.info("worker %s started", running.runner.worker)
             await stop.wait()
-            log.info("worker %s stopping", runtime.runner.worker)
-        if not runtime.stopped_in_time:
+            log.info("worker %s stopping", running.runner.worker)
+        if not running.stopped_in_time:
             raise typer.Exit(EXIT_FAILURE)
-        log.info("worker %s stopped", runtime.runner.worker)
+        log.info("worker %s stopped", running.runner.worker)
 
     with_store(settings, work, create=True)

@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import operators, store
 from service.cli.common import (
     EXIT_REJECTED,
     err,
     in_session,
     in_transaction,
+    lazy,
     out,
     settings_from_environment,
 )
-from service.clock import BERLIN
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from service import clock, operators, store
+else:
+    clock, operators, store = lazy("service.clock", "service.operators", "service.store")
 
 operators_app = typer.Typer(help="Who may sign in to the console.", no_args_is_help=True)
 
@@ -88,7 +93,7 @@ def operators_list() -> None:
 
 
 def _when(moment: datetime | None) -> str:
-    return moment.astimezone(BERLIN).strftime("%Y-%m-%d %H:%M") if moment else "–"
+    return moment.astimezone(clock.BERLIN).strftime("%Y-%m-%d %H:%M") if moment else "–"
 
 
 @operators_app.command("remove")

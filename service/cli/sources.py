@@ -7,30 +7,42 @@ sub-app. Imports `cli.common`, `feeds`, `store` and `sources`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import feeds, store
 from service.cli.common import (
     EXIT_FAILURE,
     EXIT_REJECTED,
     err,
+    lazy,
     out,
     settings_from_environment,
     with_store,
 )
-from service.clock import BERLIN
 from service.errors import FeedsBaseUrlChangedError
-from service.sources import manage
-from service.sources.parse import FORMATS
-from service.sources.poller import Outcome, Poller, PollReport
-from service.store import sources as records
-from service.text import describe_validation_error
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import clock, feeds, store
+    from service.sources import manage, poller
+    from service.store import sources as records
+else:
+    clock, feeds, store, manage, poller, records = lazy(
+        "service.clock",
+        "service.feeds",
+        "service.store",
+        "service.sources.manage",
+        "service.sources.poller",
+        "service.store.sources",
+    )
+
+# `service.sources.parse.FORMATS`, spelt out so that defining the options imports no
+# parser (a test holds it equal to the parser's).
+FORMATS = ("auto", "html", "rss", "atom", "jsonfeed", "json", "ndjson", "text")
 
 sources_app = typer.Typer(
     help="Where news comes from, polled by the scheduler.", no_args_is_help=True
@@ -40,7 +52,7 @@ Name = Annotated[str, typer.Argument(help="The source's name (see `sources list`
 
 
 def _when(moment: datetime | None) -> str:
-    return moment.astimezone(BERLIN).strftime("%Y-%m-%d %H:%M") if moment else "–"
+    return moment.astimezone(clock.BERLIN).strftime("%Y-%m-%d %H:%M") if moment else "–"
 
 
 def _words(values: list[str] | None) -> list[str]:
@@ -67,6 +79,10 @@ def sources_add(
     ] = None,
 ) -> None:
     """Register a source; the scheduler fetches it at once, as a backfill for no digest."""
+    from pydantic import ValidationError
+
+    from service.text import describe_validation_error
+
     settings = settings_from_environment()
     try:
         data = manage.SourceIn(
@@ -182,10 +198,12 @@ def sources_poll(
     """Fetch sources now, once: the named one, or those that are due."""
     settings = settings_from_environment()
 
-    async def work(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> PollReport:
+    async def work(
+        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    ) -> poller.PollReport:
         if name is not None:
             await manage.views(sessions, [name])  # an unknown name is an error
-        report = await Poller(settings, sessions).run(None if name is None else [name])
+        report = await poller.Poller(settings, sessions).run(None if name is None else [name])
         if report.changed:
             try:
                 await feeds.build_feeds(settings, engine, sessions, wait=True)
@@ -202,7 +220,7 @@ def sources_poll(
         out.print(line + (f": {poll.error}" if poll.error else ""), markup=False)
     if name is not None and not report.polls:
         out.print(f"{name}: another process is polling it right now", markup=False)
-    if any(p.outcome in (Outcome.FAILED, Outcome.GONE) for p in report.polls):
+    if any(p.outcome in (poller.Outcome.FAILED, poller.Outcome.GONE) for p in report.polls):
         raise typer.Exit(EXIT_FAILURE)
     if any(p.rejected for p in report.polls):
         raise typer.Exit(EXIT_REJECTED)

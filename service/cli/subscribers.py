@@ -10,26 +10,30 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import consent, store, subscribers
 from service.cli.common import (
     EXIT_REJECTED,
     err,
     fail,
     in_session,
     in_transaction,
+    lazy,
     out,
     settings_from_environment,
     with_store,
 )
 from service.errors import PartnerpostError
-from service.text import describe_validation_error
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service import consent, store, subscribers
+else:
+    consent, store, subscribers = lazy("service.consent", "service.store", "service.subscribers")
 
 subscribers_app = typer.Typer(help="Subscribed municipalities.", no_args_is_help=True)
 
@@ -81,6 +85,10 @@ def subscribers_add(
     topic: Annotated[list[str] | None, typer.Option(help="Only this topic; repeatable.")] = None,
 ) -> None:
     """Subscribe an address the operator vouches for (no confirmation mail)."""
+    from pydantic import ValidationError
+
+    from service.text import describe_validation_error
+
     settings = settings_from_environment()
     try:
         data = subscribers.SubscriberIn(

@@ -4,7 +4,7 @@ Owns the input formats (`listing`, `formats`), the validation of one article (`m
 `ArticleIn`, also the admin API's request body) and the stable key. Each item is validated
 on its own: a bad one is reported with its line and skipped, the good ones are saved, and
 nothing stored is deleted. A later import whose key is new but which matches a stored
-article as `store.save_article` describes updates that article (a typo fix). Imports
+article as `store.save_articles` describes updates that article (a typo fix). Imports
 `store`, `errors`, `slugs`, `clock` and `text`.
 """
 
@@ -104,7 +104,8 @@ async def save(
     *,
     notify: bool = True,
 ) -> IngestReport:
-    """Save the parsed articles in one transaction; a page heading is kept as a site fact.
+    """Save the parsed articles in one transaction, in bulk (`store.save_articles`); a page
+    heading is kept as a site fact.
 
     `now` is the import time recorded on the articles (the current time when None).
     With `notify=False` new articles are a backfill that no digest carries."""
@@ -113,8 +114,7 @@ async def save(
         rejections=list(parsed.rejections), heading=parsed.heading, duplicates=duplicates
     )
     async with sessions() as session, session.begin():
-        for article in articles:
-            outcome, _ = await store.save_article(session, article, now)
+        for outcome, _ in await store.save_articles(session, articles, now):
             if outcome is store.SaveOutcome.CREATED:
                 report.created += 1
             elif outcome is store.SaveOutcome.UPDATED:

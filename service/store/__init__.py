@@ -1,14 +1,15 @@
 """The store: schema, engine, sessions and every query partnerpost makes.
 
 One module per owned concept: `base` (engine, sessions, migrations, locks, the one place where
-SQLite and PostgreSQL differ), `articles`, `curation` (what operators do to articles: search,
-hide, edit), `subscribers`, `consents`, `ledger` (the digest deliveries), `history` (the ledger
-as operators read and retry it), `confirmation_queue`, `queues` (what the two mail queues
-share), `sources` (where news comes from and how polling it went), `operators` (console
-accounts, failed sign-ins) and `feed_documents` (the published feeds' bytes and validators,
-which every replica serves). Functions take an `AsyncSession` and leave transaction boundaries to
-the caller, except the few documented otherwise. Imports only `errors`, `clock` and `slugs`;
-every other module sits below the store in the flow and uses it as `from service import store`.
+SQLite and PostgreSQL differ), `articles`, `saving` (articles saved one or many at a time),
+`curation` (what operators do to articles: search, hide, edit), `subscribers`, `consents`,
+`ledger` (the digest deliveries), `history` (the ledger as operators read and retry it),
+`confirmation_queue`, `queues` (what the two mail queues share), `sources` (where news comes
+from and how polling it went), `operators` (console accounts, failed sign-ins) and
+`feed_documents` (the published feeds' bytes and validators, which every replica serves).
+Functions take an `AsyncSession` and leave transaction boundaries to the caller, except the
+few documented otherwise. Imports only `errors`, `clock` and `slugs`; every other module sits
+below the store in the flow and uses it as `from service import store`.
 """
 
 from sqlalchemy import select
@@ -36,7 +37,6 @@ from service.store.articles import (
     get_fact,
     newest_articles,
     publish_committed,
-    save_article,
     set_fact,
     topic_slugs,
 )
@@ -141,6 +141,7 @@ from service.store.operators import (
     remove_operator,
 )
 from service.store.queues import DeliveryStatus, Outcome
+from service.store.saving import save_article, save_articles
 from service.store.subscribers import (
     Address,
     AddressStatus,
@@ -284,6 +285,7 @@ __all__ = [
     "requests_for",
     "resume",
     "save_article",
+    "save_articles",
     "search_addresses",
     "search_articles",
     "select",  # re-exported: tests build their queries with `store.select`

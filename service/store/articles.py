@@ -1,7 +1,7 @@
 """Articles: the news items, their topics, site facts and the publication sequence.
 
-Owns the tables `articles`, `article_topics` and `site_facts`: saving an article (a new
-one, or an edit of a stored one), the queries feeds and pages make, the feeds' version,
+Owns the tables `articles`, `article_topics` and `site_facts`: what a saved article is
+(`ArticleData`; `saving` writes it), the queries feeds and pages make, the feeds' version,
 the numbering of committed articles that digests follow (`publish_committed`), and the
 articles of a window of those numbers (a digest row's, an archived period's).
 Imports `base` and `subscribers` (the feeds' version counts municipalities).
@@ -10,7 +10,7 @@ Imports `base` and `subscribers` (the feeds' version counts municipalities).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,7 +26,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     func,
-    or_,
     select,
     update,
 )
@@ -35,9 +34,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from service import slugs
-from service.clock import utcnow
 from service.errors import ArticleNotFoundError
-from service.store.base import Base, BigId, UTCDateTime, advisory_xact_lock, unique_slug
+from service.store.base import Base, BigId, UTCDateTime, advisory_xact_lock
 from service.store.subscribers import Subscriber
 
 # Feed ids are UUIDs derived from the stable key in this namespace: never change it.
@@ -120,88 +118,9 @@ class SaveOutcome(StrEnum):
     UNCHANGED = "unchanged"
 
 
-_EDITABLE = (
-    "title",
-    "teaser",
-    "body",
-    "place",
-    "published_at",
-    "image_caption",
-    "image_url",
-    "source_url",
-)
-
-
 def article_guid(key: str) -> str:
     """The feed id of an article: derived from its stable key, so edits never change it."""
     return f"urn:uuid:{uuid.uuid5(ARTICLE_ID_NAMESPACE, key)}"
-
-
-async def _find_same_article(
-    session: AsyncSession, data: ArticleData, apart: Collection[str]
-) -> Article | None:
-    """The stored article `data` describes: the one with its key, or one it edits.
-
-    The rule for edits, stated here only: an article with a new key but the same
-    publication day (`published_at`) and place as a stored one, and either the same title
-    or the same teaser, is that article with one of the two edited (a typo fix); saving it
-    updates the stored article, which keeps its key, slug and feed id. An article whose
-    key is in `apart` (another entry of the same input) is never taken as edited.
-    """
-    found = await session.scalar(select(Article).where(Article.key == data.key))
-    if found is not None:
-        return found
-    same_day = select(Article).where(
-        Article.published_at == data.published_at,
-        Article.place == data.place,
-        or_(Article.title == data.title, Article.teaser == data.teaser),
-    )
-    for candidate in await session.scalars(same_day):
-        if candidate.key not in apart:
-            return candidate
-    return None
-
-
-async def save_article(
-    session: AsyncSession,
-    data: ArticleData,
-    now: datetime | None = None,
-    *,
-    apart: Collection[str] = frozenset(),
-) -> tuple[SaveOutcome, Article]:
-    """Insert a new article or update the stored one it describes (the one with its key,
-    or one it edits by the rule `_find_same_article` states, never one whose key is in
-    `apart`); `updated_at` moves only when something changed. Slug, key and guid are
-    fixed at creation."""
-    now = now or utcnow()
-    article = await _find_same_article(session, data, apart)
-    if article is None:
-        article = Article(
-            key=data.key,
-            guid=article_guid(data.key),
-            slug=await unique_slug(session, Article.slug, data.title),
-            notify=data.notify,
-            created_at=now,
-            updated_at=now,
-            **{name: getattr(data, name) for name in _EDITABLE},
-        )
-        article.topic_rows = [ArticleTopic(topic=t) for t in sorted(set(data.topics))]
-        session.add(article)
-        await session.flush()
-        return SaveOutcome.CREATED, article
-    changed = False
-    for name in _EDITABLE:
-        if getattr(article, name) != getattr(data, name):
-            setattr(article, name, getattr(data, name))
-            changed = True
-    if sorted(set(data.topics)) != article.topics:
-        article.topic_rows = [ArticleTopic(topic=t) for t in sorted(set(data.topics))]
-        changed = True
-    if not changed:
-        return SaveOutcome.UNCHANGED, article
-    article.updated_at = now
-    await session.flush()
-    return SaveOutcome.UPDATED, article
 
 
 async def newest_articles(
