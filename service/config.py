@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes `serve` forks to share its port (one per core serves most).",
+    )
     feeds_dir: Path | None = Field(
         default=None,
         description="Optional export of the feeds as files, for a reverse proxy to serve; "

@@ -110,6 +110,31 @@ def test_serve_links_follow_its_port_and_sigterm_exits_0(tmp_path):
         assert served.process.wait(timeout=30) == 0, served.text()
 
 
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def test_serve_with_two_workers_forks_two_servers_of_one_port_and_stops_them_all(tmp_path):
+    assert _run(tmp_path, "ingest", str(DEMO)).returncode == 0
+    with serve(environment({}), tmp_path, "--workers", "2") as served:
+        workers = _children(served.process.pid)
+        assert len(workers) == 2, served.text()
+        answers = [httpx.get(f"{served.url}/", timeout=5).status_code for _ in range(20)]
+        assert answers == [200] * 20
+        wait_until_blocking(
+            lambda: httpx.get(f"{served.url}/feeds/artikel.xml", timeout=5).status_code == 200,
+            30,
+            0.2,
+            "the feed from both workers",
+        )
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0, served.text()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 def test_log_lines_never_show_a_database_password(plain_settings, capsys):
     import logging
 

@@ -89,12 +89,14 @@ def prepare_store(folder: Path, extra_articles: int) -> dict[str, str]:
 
 @contextmanager
 def partnerpost_serve(env: dict[str, str], folder: Path) -> Iterator[str]:
-    """`partnerpost serve` on a free port with its log in a file; its base URL."""
+    """`partnerpost serve` on a free port with its log in a file; its base URL. It forks one
+    worker per core (`--workers`), as nginx's `worker_processes auto` does for the floor."""
     port = free_port()
+    workers = ["--workers", str(os.cpu_count() or 1)]
     url = f"http://127.0.0.1:{port}"
     with (folder / f"serve-{port}.log").open("wb") as log:
         process = subprocess.Popen(
-            [PARTNERPOST, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [PARTNERPOST, "serve", "--host", "127.0.0.1", "--port", str(port), *workers],
             env=env,
             cwd=folder,
             stdout=log,

@@ -38,6 +38,12 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port to listen on [default: PARTNERPOST_PORT].")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes sharing the port [default: PARTNERPOST_WORKERS, 1]."
+        ),
+    ] = None,
 ) -> None:
     """Serve pages, feeds and the admin API, with the scheduler running.
 
@@ -46,7 +52,8 @@ def serve(
     from service.cli import serving
     from service.web import create_app
 
-    given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    chosen = (("host", host), ("port", port), ("workers", workers))
+    given = {name: value for name, value in chosen if value is not None}
     settings = settings_from_environment(**given)
     try:
         settings.check_listen_address(settings.host)
@@ -60,6 +67,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )
