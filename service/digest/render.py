@@ -27,25 +27,45 @@ LIST_NAME = "Kommunalpartnerschaften Ukraine"
 # Stand-ins for what differs per address, replaced after the shared part is rendered.
 _NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
 _UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
+_STAND_INS = (_NAME, _FEED, _UNSUBSCRIBE, _PREFERENCES)
 
 
 @dataclass(frozen=True)
 class RenderedDigest:
-    """One address's digest: subject, bodies, the articles it lists, how many more it only
-    counts (the archive page has them), its unsubscribe token."""
+    """One address's digest: subject, bodies (shared, encoded once, with the address's
+    values for their stand-ins), the articles it lists, how many more it only counts (the
+    archive page has them), its unsubscribe token."""
 
     subject: str
-    text: str
-    html: str
+    body: mailer.PreparedBody
+    text_values: dict[str, str]
+    html_values: dict[str, str]
     article_ids: tuple[int, ...]
     unsubscribe_token: str
     archived: int = 0
+
+    @property
+    def text(self) -> str:
+        """The plain-text body as the address gets it."""
+        return _filled(self.body.text.text, self.text_values)
+
+    @property
+    def html(self) -> str:
+        """The HTML body as the address gets it."""
+        assert self.body.html is not None
+        return _filled(self.body.html.text, self.html_values)
 
     @property
     def carried(self) -> int:
         """The articles the digest carries, listed or counted: all of its ledger row's
         window (the next row starts after it, so none of them comes again)."""
         return len(self.article_ids) + self.archived
+
+
+def _filled(text: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def order_for(
@@ -88,7 +108,7 @@ class DigestRenderer:
         self._settings = settings
         self._env = templating.environment()
         self._tokens = Tokens(settings)
-        self._shared: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._shared: dict[tuple[object, ...], tuple[str, mailer.PreparedBody]] = {}
         self._inliner = css_inline.CSSInliner(keep_style_tags=False)
 
     def _shared_parts(
@@ -98,8 +118,9 @@ class DigestRenderer:
         own: list[store.Article],
         rest: list[store.Article],
         more: int,
-    ) -> tuple[str, str, str]:
-        """Subject, text and HTML with stand-ins for the per-address values, cached."""
+    ) -> tuple[str, mailer.PreparedBody]:
+        """Subject, and text and HTML with stand-ins for the per-address values, encoded
+        once; cached."""
         # Without articles of its own a municipality's digest differs from others only in
         # the stand-ins, so all of them share one rendering.
         key: tuple[object, ...] = (period.key, tuple(a.id for a in rest), more)
@@ -139,7 +160,7 @@ class DigestRenderer:
         }
         html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
         text = self._env.get_template("email/digest.txt.j2").render(context)
-        parts = (f"{LIST_NAME} – {label}", text, html)
+        parts = (f"{LIST_NAME} – {label}", mailer.PreparedBody(text, html, _STAND_INS))
         if len(self._shared) >= 1024:  # bound memory over runs with many own selections
             self._shared.clear()
         self._shared[key] = parts
@@ -163,7 +184,7 @@ class DigestRenderer:
         own, rest, more = capped(
             *order_for(subscriber, articles), self._settings.digest_max_articles
         )
-        subject, text, html = self._shared_parts(period, subscriber, own, rest, more)
+        subject, body = self._shared_parts(period, subscriber, own, rest, more)
         token = self._tokens.unsubscribe(address)
         values = {
             _NAME: mailer.header_safe(subscriber.name),
@@ -173,11 +194,9 @@ class DigestRenderer:
             _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
             _PREFERENCES: self._tokens.preferences_url(address),
         }
-        for placeholder, value in values.items():
-            text = text.replace(placeholder, value)
-            html = html.replace(placeholder, html_lib.escape(value, quote=True))
+        escaped = {key: html_lib.escape(value, quote=True) for key, value in values.items()}
         listed = tuple(a.id for a in own + rest)
-        return RenderedDigest(subject, text, html, listed, token, archived=more)
+        return RenderedDigest(subject, body, values, escaped, listed, token, archived=more)
 
     def envelope(
         self,
@@ -203,18 +222,19 @@ class DigestRenderer:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "List-Archive": f"<{archive_url(settings, period)}>",
         }
-        message = mailer.compose(
+        data = mailer.message_bytes(
             settings,
+            digest.body,
+            text_values=digest.text_values,
+            html_values=digest.html_values,
             to_name=address.subscriber.name,
             to_address=address.email,
             subject=digest.subject,
-            text=digest.text,
-            html=digest.html,
             message_id=message_id,
             date=now,
             extra_headers=headers,
         )
-        return mailer.envelope(settings, message, address.email, message_id)
+        return mailer.envelope_of(settings, data, address.email, message_id)
 
 
 async def preview(
