@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ class RunReport:
     attempts: int = 0
     released: int = 0
     seconds: float = 0.0
+    send_seconds: float = 0.0  # of `seconds`, claiming, sending and recording
     _rows: dict[int, str] = field(default_factory=dict, repr=False)
 
     def record(self, delivery_id: int, outcome: str) -> None:
@@ -82,6 +84,7 @@ class RunReport:
             "uncertain": self.uncertain,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
+            "send_seconds": round(self.send_seconds, 3),
         }
 
     def summary(self) -> str:
@@ -112,6 +115,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 Progress = Callable[[str], None]
+Work = deque[tuple[store.Delivery, store.Address, Sequence[store.Article]]]
 
 
 class DigestRunner:
@@ -216,6 +220,13 @@ class DigestRunner:
 
     async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
         """Claim due rows batch by batch and send them until none is left or stopping."""
+        started = time.perf_counter()
+        try:
+            await self._send_batches(report, progress)
+        finally:
+            report.send_seconds += time.perf_counter() - started
+
+    async def _send_batches(self, report: RunReport, progress: Progress | None) -> None:
         renderer = DigestRenderer(self._settings)
         article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
         lease = timedelta(seconds=self._settings.digest_lease_seconds)
@@ -229,7 +240,7 @@ class DigestRunner:
             try:
                 async with self._sessions() as session:
                     rows = await store.deliveries_with_addresses(session, claimed)
-                    work = []
+                    work: Work = deque()
                     for delivery, address in rows:
                         topics = tuple(address.subscriber.topics or ())
                         cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
@@ -253,79 +264,135 @@ class DigestRunner:
 
     async def _sender(
         self,
-        work: list[tuple[store.Delivery, store.Address, Sequence[store.Article]]],
+        work: Work,
         renderer: DigestRenderer,
         report: RunReport,
         progress: Progress | None,
     ) -> None:
-        """Send rows from the shared `work` list one by one, counting each outcome."""
-        while work and not self.stopping.is_set():
-            delivery, address, articles = work.pop(0)
-            try:
-                outcome = await outcomes.finish_even_if_cancelled(
-                    self._deliver(renderer, delivery, address, articles)
-                )
-            except Exception:
-                # Recording the outcome failed: the row goes back to the queue with the
-                # batch's claims; the other rows go on.
-                log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
-                outcome = "failed"
-            report.record(delivery.id, outcome)
-            metrics.MESSAGES.labels(outcome).inc()
-            if progress:
-                progress(outcome)
+        """Send rows from the shared `work` queue one by one, counting each outcome.
 
-    async def _deliver(
+        A message's outcome is recorded while the next message is composed and its sender
+        and recipient are handed to the relay; the next message's data goes out only once
+        that record is committed, so no more than one message per connection is ever
+        delivered and not recorded (the one a kill may duplicate).
+        """
+        async with store.delivery_recorder(self._sessions, self.worker) as recorder:
+            recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
+            try:
+                while work and not self.stopping.is_set():
+                    delivery, address, articles = work.popleft()
+                    await outcomes.finish_even_if_cancelled(
+                        self._send_one(
+                            recorder,
+                            recording,
+                            renderer,
+                            (delivery, address, articles),
+                            report,
+                            progress,
+                        )
+                    )
+            finally:
+                if recording:  # before the batch's claims are handed back
+                    await outcomes.finish_even_if_cancelled(_settled(recording[0]))
+
+    async def _send_one(
+        self,
+        recorder: store.OutcomeRecorder,
+        recording: list[asyncio.Task[None]],
+        renderer: DigestRenderer,
+        row: tuple[store.Delivery, store.Address, Sequence[store.Article]],
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        """Send one row and start recording its outcome after the previous row's record."""
+        delivery, address, articles = row
+        previous = recording[0] if recording else None
+        outcome = await self._attempt(renderer, delivery, address, articles, previous)
+        recording[:] = [
+            asyncio.ensure_future(
+                self._record(recorder, previous, delivery, address, outcome, report, progress)
+            )
+        ]
+
+    async def _record(
+        self,
+        recorder: store.OutcomeRecorder,
+        previous: asyncio.Task[None] | None,
+        delivery: store.Delivery,
+        address: store.Address,
+        outcome: store.Outcome,
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        """Record one row's outcome after the previous row's, and count it; never raises."""
+        if previous is not None:
+            await previous
+        label = outcome.label
+        try:
+            if outcome.permanent_failure or (
+                outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
+            ):
+                await self._finish_with_address(delivery, address, outcome)
+            else:
+                await recorder.finish(delivery.id, outcome, store.utcnow())
+        except Exception:
+            # Recording the outcome failed: the row goes back to the queue with the
+            # batch's claims; the other rows go on.
+            log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
+            label = "failed"
+        report.record(delivery.id, label)
+        metrics.MESSAGES.labels(label).inc()
+        if progress:
+            progress(label)
+
+    async def _finish_with_address(
+        self, delivery: store.Delivery, address: store.Address, outcome: store.Outcome
+    ) -> None:
+        """Record the outcome and the address's changed failure streak in one transaction."""
+        async with self._sessions() as session, session.begin():
+            await store.note_address_outcome(
+                session,
+                address.id,
+                permanent_failure=outcome.permanent_failure,
+                bounce_after=self._settings.bounce_after_failures,
+            )
+            await store.finish_delivery(session, delivery.id, self.worker, outcome, store.utcnow())
+
+    async def _attempt(
         self,
         renderer: DigestRenderer,
         delivery: store.Delivery,
         address: store.Address,
         articles: Sequence[store.Article],
-    ) -> str:
-        """Send one row and record its outcome; the outcome's label for the report."""
+        before_data: asyncio.Task[None] | None,
+    ) -> store.Outcome:
+        """Compose and send one row's digest (the relay gets its data after `before_data`,
+        the previous row's record); the outcome to record."""
         settings = self._settings
-        now = store.utcnow()
-        period = store.Period.of(delivery)
-
-        async def finish(outcome: store.Outcome) -> str:
-            """Record the outcome, and the address's failure streak when it changes, in one
-            transaction."""
-            async with self._sessions() as session, session.begin():
-                if outcome.permanent_failure or (
-                    outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
-                ):
-                    await store.note_address_outcome(
-                        session,
-                        address.id,
-                        permanent_failure=outcome.permanent_failure,
-                        bounce_after=settings.bounce_after_failures,
-                    )
-                await store.finish_delivery(
-                    session, delivery.id, self.worker, outcome, store.utcnow()
-                )
-            return outcome.label
-
         if address.status != store.AddressStatus.ACTIVE:
             superseded = store.DeliveryStatus.SUPERSEDED
-            return await finish(outcomes.skipped(superseded, f"address {address.status}"))
+            return outcomes.skipped(superseded, f"address {address.status}")
         if not articles:
-            return await finish(outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0))
+            return outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0)
         try:
             # Any error of this one row, composing or sending, fails this row alone.
+            period = store.Period.of(delivery)
             digest = renderer.render(period, address, articles)
-            envelope = renderer.envelope(period, delivery.id, address, digest, now)
-            reply = await self._transport.send(envelope)
+            envelope = renderer.envelope(period, delivery.id, address, digest, store.utcnow())
+            reply = await self._transport.send(envelope, before_data=before_data)
         except Exception as exc:
             if not isinstance(exc, mailer.SendError):
                 log.exception("digest %s to %r cannot be sent", delivery.id, address.email)
-            outcome = outcomes.after_error(
+            return outcomes.after_error(
                 settings,
                 exc,
                 attempts=delivery.attempts,
                 uncertain_attempts=delivery.uncertain_attempts,
                 now=store.utcnow(),
             )
-            return await finish(outcome)
         # The row's window counts as carried, also the articles beyond the cap.
-        article_count = digest.carried
-        return await finish(outcomes.sent(reply, envelope.message_id, article_count=article_count))
+        return outcomes.sent(reply, envelope.message_id, article_count=digest.carried)
+
+
+async def _settled(task: asyncio.Task[None]) -> None:
+    await task

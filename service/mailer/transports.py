@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
@@ -29,8 +30,12 @@ from service.mailer.wire import Envelope
 
 
 class Transport(Protocol):
-    async def send(self, envelope: Envelope) -> str:
-        """Deliver the bytes; return the server's reply or raise a `SendError`."""
+    async def send(self, envelope: Envelope, before_data: Awaitable[object] | None = None) -> str:
+        """Deliver the bytes; return the server's reply or raise a `SendError`.
+
+        `before_data` is awaited once the relay has taken the recipient, before the message
+        itself is handed over: a sender records the previous message meanwhile, so that no
+        more than one message per connection is ever delivered and not yet recorded."""
 
     async def close(self) -> None: ...
 
@@ -41,7 +46,9 @@ class FileTransport:
     def __init__(self, outbox: Path) -> None:
         self._outbox = outbox
 
-    async def send(self, envelope: Envelope) -> str:
+    async def send(self, envelope: Envelope, before_data: Awaitable[object] | None = None) -> str:
+        if before_data is not None:
+            await before_data
         self._outbox.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", envelope.message_id.strip("<>"))
         target = self._outbox / f"{name}.eml"
@@ -88,7 +95,7 @@ class SmtpTransport:
                 await asyncio.sleep(self._next_slot - now)
             self._next_slot = max(now, self._next_slot) + self._interval
 
-    async def send(self, envelope: Envelope) -> str:
+    async def send(self, envelope: Envelope, before_data: Awaitable[object] | None = None) -> str:
         await self._wait_for_slot()
         client = await self._pool.get()
         healthy = False
@@ -96,7 +103,7 @@ class SmtpTransport:
             if not client.is_connected:
                 await client.connect()
             with metrics.SMTP_SEND_SECONDS.time():
-                reply = await self._transaction(client, envelope)
+                reply = await self._transaction(client, envelope, before_data)
             healthy = True
             return reply
         except aiosmtplib.SMTPResponseException as exc:
@@ -114,7 +121,12 @@ class SmtpTransport:
                 client = self._client()
             self._pool.put_nowait(client)
 
-    async def _transaction(self, client: aiosmtplib.SMTP, envelope: Envelope) -> str:
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        envelope: Envelope,
+        before_data: Awaitable[object] | None = None,
+    ) -> str:
         """MAIL, RCPT and DATA, each command with the command timeout except the wait for
         the reply to the end of the message, which gets `smtp_data_timeout`; a timeout
         there is `UncertainSendError`. (aiosmtplib waits for the 354 and the final reply
@@ -138,6 +150,8 @@ class SmtpTransport:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.rset()
             raise
+        if before_data is not None:
+            await before_data
         try:
             response = await client.data(envelope.data, timeout=self._settings.smtp_data_timeout)
         except aiosmtplib.SMTPTimeoutError as exc:

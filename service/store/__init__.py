@@ -105,6 +105,7 @@ from service.store.ledger import (
     counts_by_status,
     deliveries_of,
     deliveries_with_addresses,
+    delivery_recorder,
     due_deliveries,
     edition_starting,
     editions,
@@ -129,7 +130,7 @@ from service.store.operators import (
     record_failed_sign_in,
     remove_operator,
 )
-from service.store.queues import DeliveryStatus, Outcome
+from service.store.queues import DeliveryStatus, Outcome, OutcomeRecorder
 from service.store.subscribers import (
     Address,
     AddressStatus,
@@ -185,6 +186,7 @@ __all__ = [
     "OperatorExistsError",
     "OperatorNotFoundError",
     "Outcome",
+    "OutcomeRecorder",
     "Period",
     "PeriodSummary",
     "SaveOutcome",
@@ -225,6 +227,7 @@ __all__ = [
     "create_subscriber",
     "deliveries_of",
     "deliveries_with_addresses",
+    "delivery_recorder",
     "digest_articles",
     "due_deliveries",
     "edit_article",
