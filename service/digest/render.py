@@ -28,6 +28,9 @@ LIST_NAME = "Kommunalpartnerschaften Ukraine"
 _NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
 _UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
 _STAND_INS = (_NAME, _FEED, _UNSUBSCRIBE, _PREFERENCES)
+# The list headers that differ between the addresses of one digest (the others are folded
+# once per digest).
+_PER_ADDRESS_HEADERS = frozenset({"List-Unsubscribe"})
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class DigestRenderer:
         self._env = templating.environment()
         self._tokens = Tokens(settings)
         self._shared: dict[tuple[object, ...], tuple[str, mailer.PreparedBody]] = {}
+        self._selections: dict[
+            tuple[object, ...], tuple[list[store.Article], list[store.Article], int]
+        ] = {}
         self._inliner = css_inline.CSSInliner(keep_style_tags=False)
 
     def _shared_parts(
@@ -166,6 +172,20 @@ class DigestRenderer:
         self._shared[key] = parts
         return parts
 
+    def _selection(
+        self, subscriber: store.Subscriber, articles: Sequence[store.Article]
+    ) -> tuple[list[store.Article], list[store.Article], int]:
+        """`capped(order_for(...))`, once per municipality and article list: the addresses
+        of one municipality share it."""
+        key = (subscriber.id, subscriber.name, subscriber.partner, tuple(a.id for a in articles))
+        selection = self._selections.get(key)
+        if selection is None:
+            if len(self._selections) >= 1024:  # bound memory over many municipalities
+                self._selections.clear()
+            selection = capped(*order_for(subscriber, articles), self._settings.digest_max_articles)
+            self._selections[key] = selection
+        return selection
+
     @staticmethod
     def _own_heading(subscriber: store.Subscriber) -> str:
         """The heading over the articles about the municipality or its partnership."""
@@ -181,9 +201,7 @@ class DigestRenderer:
     ) -> RenderedDigest:
         """The digest of `articles` for one address, its names and links filled in."""
         subscriber = address.subscriber
-        own, rest, more = capped(
-            *order_for(subscriber, articles), self._settings.digest_max_articles
-        )
+        own, rest, more = self._selection(subscriber, articles)
         subject, body = self._shared_parts(period, subscriber, own, rest, more)
         token = self._tokens.unsubscribe(address)
         values = {
@@ -233,6 +251,7 @@ class DigestRenderer:
             message_id=message_id,
             date=now,
             extra_headers=headers,
+            varying=_PER_ADDRESS_HEADERS,
         )
         return mailer.envelope_of(settings, data, address.email, message_id)
 
