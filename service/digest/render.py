@@ -232,7 +232,7 @@ class DigestRenderer:
         token = digest.unsubscribe_token
         sender = mailer.envelope_sender(settings)  # for the mailto: unsubscribe
         headers = {
-            "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
+            "List-Id": f"{LIST_NAME} <digest.{mailer.mail_domain(settings)}>",
             "List-Unsubscribe": (
                 f"<{self._tokens.unsubscribe_link(token)}>, "
                 f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"

@@ -115,7 +115,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 Progress = Callable[[str], None]
-Work = deque[tuple[store.Delivery, store.Address, Sequence[store.Article]]]
+Row = tuple[store.Delivery, store.Address, Sequence[store.Article]]
+Work = deque[Row]
+# A row's envelope and the articles it carries, or the outcome of a row not sent.
+Composed = tuple[mailer.Envelope, int] | store.Outcome
 
 
 class DigestRunner:
@@ -278,15 +281,19 @@ class DigestRunner:
         """
         async with store.delivery_recorder(self._sessions, self.worker) as recorder:
             recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
+            ahead: list[tuple[Row, Composed]] = []  # the next row, composed already
             try:
-                while work and not self.stopping.is_set():
-                    delivery, address, articles = work.popleft()
+                while (ahead or work) and not self.stopping.is_set():
+                    # Taken here: another sender may empty `work` before a task starts.
+                    row, composed = ahead.pop() if ahead else (work.popleft(), None)
                     await outcomes.finish_even_if_cancelled(
                         self._send_one(
                             recorder,
                             recording,
+                            (row, composed),
+                            ahead,
+                            work,
                             renderer,
-                            (delivery, address, articles),
                             report,
                             progress,
                         )
@@ -299,15 +306,29 @@ class DigestRunner:
         self,
         recorder: store.OutcomeRecorder,
         recording: list[asyncio.Task[None]],
+        taken: tuple[Row, Composed | None],
+        ahead: list[tuple[Row, Composed]],
+        work: Work,
         renderer: DigestRenderer,
-        row: tuple[store.Delivery, store.Address, Sequence[store.Article]],
         report: RunReport,
         progress: Progress | None,
     ) -> None:
-        """Send one row and start recording its outcome after the previous row's record."""
-        delivery, address, articles = row
+        """Send a row, compose the next one while the relay answers, and start recording
+        the outcome once the previous row's record is done."""
+        row, composed = taken
+        if composed is None:
+            composed = self._compose(renderer, row)
         previous = recording[0] if recording else None
-        outcome = await self._attempt(renderer, delivery, address, articles, previous)
+        if isinstance(composed, store.Outcome):
+            outcome = composed
+        else:
+            sending = asyncio.ensure_future(self._send(row, *composed, previous))
+            await asyncio.sleep(0)  # the relay gets MAIL FROM: its reply takes a while
+            if work:
+                following = work.popleft()
+                ahead.append((following, self._compose(renderer, following)))
+            outcome = await sending
+        delivery, address, _ = row
         recording[:] = [
             asyncio.ensure_future(
                 self._record(recorder, previous, delivery, address, outcome, report, progress)
@@ -358,40 +379,52 @@ class DigestRunner:
             )
             await store.finish_delivery(session, delivery.id, self.worker, outcome, store.utcnow())
 
-    async def _attempt(
-        self,
-        renderer: DigestRenderer,
-        delivery: store.Delivery,
-        address: store.Address,
-        articles: Sequence[store.Article],
-        before_data: asyncio.Task[None] | None,
-    ) -> store.Outcome:
-        """Compose and send one row's digest (the relay gets its data after `before_data`,
-        the previous row's record); the outcome to record."""
-        settings = self._settings
+    def _compose(self, renderer: DigestRenderer, row: Row) -> Composed:
+        """The envelope of one row's digest and the articles it carries; or the outcome of
+        a row that is not sent (skipped, or its digest cannot be composed)."""
+        delivery, address, articles = row
         if address.status != store.AddressStatus.ACTIVE:
             superseded = store.DeliveryStatus.SUPERSEDED
             return outcomes.skipped(superseded, f"address {address.status}")
         if not articles:
             return outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0)
         try:
-            # Any error of this one row, composing or sending, fails this row alone.
             period = store.Period.of(delivery)
             digest = renderer.render(period, address, articles)
             envelope = renderer.envelope(period, delivery.id, address, digest, store.utcnow())
-            reply = await self._transport.send(envelope, before_data=before_data)
-        except Exception as exc:
-            if not isinstance(exc, mailer.SendError):
-                log.exception("digest %s to %r cannot be sent", delivery.id, address.email)
-            return outcomes.after_error(
-                settings,
-                exc,
-                attempts=delivery.attempts,
-                uncertain_attempts=delivery.uncertain_attempts,
-                now=store.utcnow(),
-            )
+        except Exception as exc:  # this row fails alone
+            return self._failed(delivery, address, exc)
         # The row's window counts as carried, also the articles beyond the cap.
-        return outcomes.sent(reply, envelope.message_id, article_count=digest.carried)
+        return envelope, digest.carried
+
+    async def _send(
+        self,
+        row: Row,
+        envelope: mailer.Envelope,
+        carried: int,
+        before_data: asyncio.Task[None] | None,
+    ) -> store.Outcome:
+        """Send one row's envelope (its data after `before_data`, the previous row's
+        record); the outcome to record."""
+        try:
+            reply = await self._transport.send(envelope, before_data=before_data)
+        except Exception as exc:  # this row fails alone
+            return self._failed(row[0], row[1], exc)
+        return outcomes.sent(reply, envelope.message_id, article_count=carried)
+
+    def _failed(
+        self, delivery: store.Delivery, address: store.Address, exc: Exception
+    ) -> store.Outcome:
+        """The outcome of a row whose digest could not be composed or sent."""
+        if not isinstance(exc, mailer.SendError):
+            log.error("digest %s to %r cannot be sent", delivery.id, address.email, exc_info=exc)
+        return outcomes.after_error(
+            self._settings,
+            exc,
+            attempts=delivery.attempts,
+            uncertain_attempts=delivery.uncertain_attempts,
+            now=store.utcnow(),
+        )
 
 
 async def _settled(task: asyncio.Task[None]) -> None:

@@ -204,9 +204,13 @@ def compose(
     return message
 
 
+def mail_domain(settings: Settings) -> str:
+    """`settings.mail_domain`, from the sender parsed once."""
+    return sender(settings.mail_from)[1].rsplit("@", 1)[1]
+
+
 def message_id(settings: Settings, local_part: str) -> str:
-    # The domain of `settings.mail_domain`, from the address parsed once.
-    return f"<{local_part}@{sender(settings.mail_from)[1].rsplit('@', 1)[1]}>"
+    return f"<{local_part}@{mail_domain(settings)}>"
 
 
 def to_bytes(settings: Settings, message: Message[Any, Any]) -> bytes:
