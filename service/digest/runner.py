@@ -317,7 +317,7 @@ class DigestRunner:
         the outcome once the previous row's record is done."""
         row, composed = taken
         if composed is None:
-            composed = self._compose(renderer, row)
+            composed = await self._compose(renderer, row)
         previous = recording[0] if recording else None
         if isinstance(composed, store.Outcome):
             outcome = composed
@@ -326,7 +326,7 @@ class DigestRunner:
             await asyncio.sleep(0)  # the relay gets MAIL FROM: its reply takes a while
             if work:
                 following = work.popleft()
-                ahead.append((following, self._compose(renderer, following)))
+                ahead.append((following, await self._compose(renderer, following)))
             outcome = await sending
         delivery, address, _ = row
         recording[:] = [
@@ -379,9 +379,11 @@ class DigestRunner:
             )
             await store.finish_delivery(session, delivery.id, self.worker, outcome, store.utcnow())
 
-    def _compose(self, renderer: DigestRenderer, row: Row) -> Composed:
+    async def _compose(self, renderer: DigestRenderer, row: Row) -> Composed:
         """The envelope of one row's digest and the articles it carries; or the outcome of
-        a row that is not sent (skipped, or its digest cannot be composed)."""
+        a row that is not sent (skipped, or its digest cannot be composed). It lets the
+        loop run between rendering and composing: a relay's reply to the message being
+        sent meanwhile waits for half of it only."""
         delivery, address, articles = row
         if address.status != store.AddressStatus.ACTIVE:
             superseded = store.DeliveryStatus.SUPERSEDED
@@ -391,6 +393,7 @@ class DigestRunner:
         try:
             period = store.Period.of(delivery)
             digest = renderer.render(period, address, articles)
+            await asyncio.sleep(0)
             envelope = renderer.envelope(period, delivery.id, address, digest, store.utcnow())
         except Exception as exc:  # this row fails alone
             return self._failed(delivery, address, exc)
