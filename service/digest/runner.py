@@ -280,27 +280,39 @@ class DigestRunner:
         delivered and not recorded (the one a kill may duplicate).
         """
         async with store.delivery_recorder(self._sessions, self.worker) as recorder:
-            recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
-            ahead: list[tuple[Row, Composed]] = []  # the next row, composed already
+            halt = asyncio.Event()
+            rows = asyncio.ensure_future(
+                self._send_rows(recorder, work, renderer, report, progress, halt)
+            )
             try:
-                while (ahead or work) and not self.stopping.is_set():
-                    # Taken here: another sender may empty `work` before a task starts.
-                    row, composed = ahead.pop() if ahead else (work.popleft(), None)
-                    await outcomes.finish_even_if_cancelled(
-                        self._send_one(
-                            recorder,
-                            recording,
-                            (row, composed),
-                            ahead,
-                            work,
-                            renderer,
-                            report,
-                            progress,
-                        )
-                    )
-            finally:
-                if recording:  # before the batch's claims are handed back
-                    await outcomes.finish_even_if_cancelled(_settled(recording[0]))
+                await asyncio.shield(rows)
+            except asyncio.CancelledError:
+                # The message being handed over is finished and recorded before its
+                # claim may be released; then the sender stops.
+                halt.set()
+                await rows
+                raise
+
+    async def _send_rows(
+        self,
+        recorder: store.OutcomeRecorder,
+        work: Work,
+        renderer: DigestRenderer,
+        report: RunReport,
+        progress: Progress | None,
+        halt: asyncio.Event,
+    ) -> None:
+        recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
+        ahead: list[tuple[Row, Composed]] = []  # the next row, composed already
+        try:
+            while (ahead or work) and not (self.stopping.is_set() or halt.is_set()):
+                row, composed = ahead.pop() if ahead else (work.popleft(), None)
+                await self._send_one(
+                    recorder, recording, (row, composed), ahead, work, renderer, report, progress
+                )
+        finally:
+            if recording:  # before the batch's claims are handed back
+                await recording[0]
 
     async def _send_one(
         self,
@@ -428,7 +440,3 @@ class DigestRunner:
             uncertain_attempts=delivery.uncertain_attempts,
             now=store.utcnow(),
         )
-
-
-async def _settled(task: asyncio.Task[None]) -> None:
-    await task
