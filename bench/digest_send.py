@@ -265,6 +265,8 @@ def main() -> None:
         "run": round(median["run"], 1),
         "send_phase": round(median["send"], 1),
         "startup_seconds": round(median["startup"], 3),
+        # The floor drifts with the machine's load between rounds: each round's own ratio.
+        "round_ratios": [round(r["value"] / r["floor"], 3) for r in rounds],
     }
     print(json.dumps(summary))
 
