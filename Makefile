@@ -56,7 +56,7 @@ bench: install-dev
 
 # Rewrite the expected files in tests/data/ from the current code; review the diff.
 golden: install-dev
-	PARTNERPOST_UPDATE_GOLDEN=1 $(BIN)/pytest tests/test_golden.py
+	PARTNERPOST_UPDATE_GOLDEN=1 $(BIN)/pytest tests/test_golden.py tests/test_digest_golden.py
 
 clean:
 	rm -rf $(VENV) var feeds/*.xml feeds/*.atom feeds/*.json feeds/themen

@@ -27,25 +27,48 @@ LIST_NAME = "Kommunalpartnerschaften Ukraine"
 # Stand-ins for what differs per address, replaced after the shared part is rendered.
 _NAME, _FEED = "@@PP-NAME@@", "@@PP-FEED@@"
 _UNSUBSCRIBE, _PREFERENCES = "@@PP-UNSUBSCRIBE@@", "@@PP-PREFERENCES@@"
+_STAND_INS = (_NAME, _FEED, _UNSUBSCRIBE, _PREFERENCES)
+# The list headers that differ between the addresses of one digest (the others are folded
+# once per digest).
+_PER_ADDRESS_HEADERS = frozenset({"List-Unsubscribe"})
 
 
 @dataclass(frozen=True)
 class RenderedDigest:
-    """One address's digest: subject, bodies, the articles it lists, how many more it only
-    counts (the archive page has them), its unsubscribe token."""
+    """One address's digest: subject, bodies (shared, encoded once, with the address's
+    values for their stand-ins), the articles it lists, how many more it only counts (the
+    archive page has them), its unsubscribe token."""
 
     subject: str
-    text: str
-    html: str
+    body: mailer.PreparedBody
+    text_values: dict[str, str]
+    html_values: dict[str, str]
     article_ids: tuple[int, ...]
     unsubscribe_token: str
     archived: int = 0
+
+    @property
+    def text(self) -> str:
+        """The plain-text body as the address gets it."""
+        return _filled(self.body.text.text, self.text_values)
+
+    @property
+    def html(self) -> str:
+        """The HTML body as the address gets it."""
+        assert self.body.html is not None
+        return _filled(self.body.html.text, self.html_values)
 
     @property
     def carried(self) -> int:
         """The articles the digest carries, listed or counted: all of its ledger row's
         window (the next row starts after it, so none of them comes again)."""
         return len(self.article_ids) + self.archived
+
+
+def _filled(text: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def order_for(
@@ -88,7 +111,10 @@ class DigestRenderer:
         self._settings = settings
         self._env = templating.environment()
         self._tokens = Tokens(settings)
-        self._shared: dict[tuple[object, ...], tuple[str, str, str]] = {}
+        self._shared: dict[tuple[object, ...], tuple[str, mailer.PreparedBody]] = {}
+        self._selections: dict[
+            tuple[object, ...], tuple[list[store.Article], list[store.Article], int]
+        ] = {}
         self._inliner = css_inline.CSSInliner(keep_style_tags=False)
 
     def _shared_parts(
@@ -98,8 +124,9 @@ class DigestRenderer:
         own: list[store.Article],
         rest: list[store.Article],
         more: int,
-    ) -> tuple[str, str, str]:
-        """Subject, text and HTML with stand-ins for the per-address values, cached."""
+    ) -> tuple[str, mailer.PreparedBody]:
+        """Subject, and text and HTML with stand-ins for the per-address values, encoded
+        once; cached."""
         # Without articles of its own a municipality's digest differs from others only in
         # the stand-ins, so all of them share one rendering.
         key: tuple[object, ...] = (period.key, tuple(a.id for a in rest), more)
@@ -139,11 +166,25 @@ class DigestRenderer:
         }
         html = self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
         text = self._env.get_template("email/digest.txt.j2").render(context)
-        parts = (f"{LIST_NAME} – {label}", text, html)
+        parts = (f"{LIST_NAME} – {label}", mailer.PreparedBody(text, html, _STAND_INS))
         if len(self._shared) >= 1024:  # bound memory over runs with many own selections
             self._shared.clear()
         self._shared[key] = parts
         return parts
+
+    def _selection(
+        self, subscriber: store.Subscriber, articles: Sequence[store.Article]
+    ) -> tuple[list[store.Article], list[store.Article], int]:
+        """`capped(order_for(...))`, once per municipality and article list: the addresses
+        of one municipality share it."""
+        key = (subscriber.id, subscriber.name, subscriber.partner, tuple(a.id for a in articles))
+        selection = self._selections.get(key)
+        if selection is None:
+            if len(self._selections) >= 1024:  # bound memory over many municipalities
+                self._selections.clear()
+            selection = capped(*order_for(subscriber, articles), self._settings.digest_max_articles)
+            self._selections[key] = selection
+        return selection
 
     @staticmethod
     def _own_heading(subscriber: store.Subscriber) -> str:
@@ -160,10 +201,8 @@ class DigestRenderer:
     ) -> RenderedDigest:
         """The digest of `articles` for one address, its names and links filled in."""
         subscriber = address.subscriber
-        own, rest, more = capped(
-            *order_for(subscriber, articles), self._settings.digest_max_articles
-        )
-        subject, text, html = self._shared_parts(period, subscriber, own, rest, more)
+        own, rest, more = self._selection(subscriber, articles)
+        subject, body = self._shared_parts(period, subscriber, own, rest, more)
         token = self._tokens.unsubscribe(address)
         values = {
             _NAME: mailer.header_safe(subscriber.name),
@@ -173,11 +212,9 @@ class DigestRenderer:
             _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
             _PREFERENCES: self._tokens.preferences_url(address),
         }
-        for placeholder, value in values.items():
-            text = text.replace(placeholder, value)
-            html = html.replace(placeholder, html_lib.escape(value, quote=True))
+        escaped = {key: html_lib.escape(value, quote=True) for key, value in values.items()}
         listed = tuple(a.id for a in own + rest)
-        return RenderedDigest(subject, text, html, listed, token, archived=more)
+        return RenderedDigest(subject, body, values, escaped, listed, token, archived=more)
 
     def envelope(
         self,
@@ -195,7 +232,7 @@ class DigestRenderer:
         token = digest.unsubscribe_token
         sender = mailer.envelope_sender(settings)  # for the mailto: unsubscribe
         headers = {
-            "List-Id": f"{LIST_NAME} <digest.{settings.mail_domain}>",
+            "List-Id": f"{LIST_NAME} <digest.{mailer.mail_domain(settings)}>",
             "List-Unsubscribe": (
                 f"<{self._tokens.unsubscribe_link(token)}>, "
                 f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
@@ -203,18 +240,20 @@ class DigestRenderer:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "List-Archive": f"<{archive_url(settings, period)}>",
         }
-        message = mailer.compose(
+        data = mailer.message_bytes(
             settings,
+            digest.body,
+            text_values=digest.text_values,
+            html_values=digest.html_values,
             to_name=address.subscriber.name,
             to_address=address.email,
             subject=digest.subject,
-            text=digest.text,
-            html=digest.html,
             message_id=message_id,
             date=now,
             extra_headers=headers,
+            varying=_PER_ADDRESS_HEADERS,
         )
-        return mailer.envelope(settings, message, address.email, message_id)
+        return mailer.envelope_of(settings, data, address.email, message_id)
 
 
 async def preview(

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ class RunReport:
     attempts: int = 0
     released: int = 0
     seconds: float = 0.0
+    send_seconds: float = 0.0  # of `seconds`, claiming, sending and recording
     _rows: dict[int, str] = field(default_factory=dict, repr=False)
 
     def record(self, delivery_id: int, outcome: str) -> None:
@@ -82,6 +84,7 @@ class RunReport:
             "uncertain": self.uncertain,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 3),
+            "send_seconds": round(self.send_seconds, 3),
         }
 
     def summary(self) -> str:
@@ -112,6 +115,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 Progress = Callable[[str], None]
+Row = tuple[store.Delivery, store.Address, Sequence[store.Article]]
+Work = deque[Row]
+# A row's envelope and the articles it carries, or the outcome of a row not sent.
+Composed = tuple[mailer.Envelope, int] | store.Outcome
 
 
 class DigestRunner:
@@ -216,6 +223,13 @@ class DigestRunner:
 
     async def send_due(self, report: RunReport, progress: Progress | None = None) -> None:
         """Claim due rows batch by batch and send them until none is left or stopping."""
+        started = time.perf_counter()
+        try:
+            await self._send_batches(report, progress)
+        finally:
+            report.send_seconds += time.perf_counter() - started
+
+    async def _send_batches(self, report: RunReport, progress: Progress | None) -> None:
         renderer = DigestRenderer(self._settings)
         article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
         lease = timedelta(seconds=self._settings.digest_lease_seconds)
@@ -229,7 +243,7 @@ class DigestRunner:
             try:
                 async with self._sessions() as session:
                     rows = await store.deliveries_with_addresses(session, claimed)
-                    work = []
+                    work: Work = deque()
                     for delivery, address in rows:
                         topics = tuple(address.subscriber.topics or ())
                         cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
@@ -253,79 +267,176 @@ class DigestRunner:
 
     async def _sender(
         self,
-        work: list[tuple[store.Delivery, store.Address, Sequence[store.Article]]],
+        work: Work,
         renderer: DigestRenderer,
         report: RunReport,
         progress: Progress | None,
     ) -> None:
-        """Send rows from the shared `work` list one by one, counting each outcome."""
-        while work and not self.stopping.is_set():
-            delivery, address, articles = work.pop(0)
-            try:
-                outcome = await outcomes.finish_even_if_cancelled(
-                    self._deliver(renderer, delivery, address, articles)
-                )
-            except Exception:
-                # Recording the outcome failed: the row goes back to the queue with the
-                # batch's claims; the other rows go on.
-                log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
-                outcome = "failed"
-            report.record(delivery.id, outcome)
-            metrics.MESSAGES.labels(outcome).inc()
-            if progress:
-                progress(outcome)
+        """Send rows from the shared `work` queue one by one, counting each outcome.
 
-    async def _deliver(
+        A message's outcome is recorded while the next message is composed and its sender
+        and recipient are handed to the relay; the next message's data goes out only once
+        that record is committed, so no more than one message per connection is ever
+        delivered and not recorded (the one a kill may duplicate).
+        """
+        async with store.delivery_recorder(self._sessions, self.worker) as recorder:
+            halt = asyncio.Event()
+            rows = asyncio.ensure_future(
+                self._send_rows(recorder, work, renderer, report, progress, halt)
+            )
+            try:
+                await asyncio.shield(rows)
+            except asyncio.CancelledError:
+                # The message being handed over is finished and recorded before its
+                # claim may be released; then the sender stops.
+                halt.set()
+                await rows
+                raise
+
+    async def _send_rows(
         self,
+        recorder: store.OutcomeRecorder,
+        work: Work,
         renderer: DigestRenderer,
+        report: RunReport,
+        progress: Progress | None,
+        halt: asyncio.Event,
+    ) -> None:
+        recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
+        ahead: list[tuple[Row, Composed]] = []  # the next row, composed already
+        try:
+            while (ahead or work) and not (self.stopping.is_set() or halt.is_set()):
+                row, composed = ahead.pop() if ahead else (work.popleft(), None)
+                await self._send_one(
+                    recorder, recording, (row, composed), ahead, work, renderer, report, progress
+                )
+        finally:
+            if recording:  # before the batch's claims are handed back
+                await recording[0]
+
+    async def _send_one(
+        self,
+        recorder: store.OutcomeRecorder,
+        recording: list[asyncio.Task[None]],
+        taken: tuple[Row, Composed | None],
+        ahead: list[tuple[Row, Composed]],
+        work: Work,
+        renderer: DigestRenderer,
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        """Send a row, compose the next one while the relay answers, and start recording
+        the outcome once the previous row's record is done."""
+        row, composed = taken
+        if composed is None:
+            composed = await self._compose(renderer, row)
+        previous = recording[0] if recording else None
+        if isinstance(composed, store.Outcome):
+            outcome = composed
+        else:
+            sending = asyncio.ensure_future(self._send(row, *composed, previous))
+            await asyncio.sleep(0)  # the relay gets MAIL FROM: its reply takes a while
+            if work:
+                following = work.popleft()
+                ahead.append((following, await self._compose(renderer, following)))
+            outcome = await sending
+        delivery, address, _ = row
+        recording[:] = [
+            asyncio.ensure_future(
+                self._record(recorder, previous, delivery, address, outcome, report, progress)
+            )
+        ]
+
+    async def _record(
+        self,
+        recorder: store.OutcomeRecorder,
+        previous: asyncio.Task[None] | None,
         delivery: store.Delivery,
         address: store.Address,
-        articles: Sequence[store.Article],
-    ) -> str:
-        """Send one row and record its outcome; the outcome's label for the report."""
-        settings = self._settings
-        now = store.utcnow()
-        period = store.Period.of(delivery)
+        outcome: store.Outcome,
+        report: RunReport,
+        progress: Progress | None,
+    ) -> None:
+        """Record one row's outcome after the previous row's, and count it; never raises."""
+        if previous is not None:
+            await previous
+        label = outcome.label
+        try:
+            if outcome.permanent_failure or (
+                outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
+            ):
+                await self._finish_with_address(delivery, address, outcome)
+            else:
+                await recorder.finish(delivery.id, outcome, store.utcnow())
+        except Exception:
+            # Recording the outcome failed: the row goes back to the queue with the
+            # batch's claims; the other rows go on.
+            log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
+            label = "failed"
+        report.record(delivery.id, label)
+        metrics.MESSAGES.labels(label).inc()
+        if progress:
+            progress(label)
 
-        async def finish(outcome: store.Outcome) -> str:
-            """Record the outcome, and the address's failure streak when it changes, in one
-            transaction."""
-            async with self._sessions() as session, session.begin():
-                if outcome.permanent_failure or (
-                    outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
-                ):
-                    await store.note_address_outcome(
-                        session,
-                        address.id,
-                        permanent_failure=outcome.permanent_failure,
-                        bounce_after=settings.bounce_after_failures,
-                    )
-                await store.finish_delivery(
-                    session, delivery.id, self.worker, outcome, store.utcnow()
-                )
-            return outcome.label
+    async def _finish_with_address(
+        self, delivery: store.Delivery, address: store.Address, outcome: store.Outcome
+    ) -> None:
+        """Record the outcome and the address's changed failure streak in one transaction."""
+        async with self._sessions() as session, session.begin():
+            await store.note_address_outcome(
+                session,
+                address.id,
+                permanent_failure=outcome.permanent_failure,
+                bounce_after=self._settings.bounce_after_failures,
+            )
+            await store.finish_delivery(session, delivery.id, self.worker, outcome, store.utcnow())
 
+    async def _compose(self, renderer: DigestRenderer, row: Row) -> Composed:
+        """The envelope of one row's digest and the articles it carries; or the outcome of
+        a row that is not sent (skipped, or its digest cannot be composed). It lets the
+        loop run between rendering and composing: a relay's reply to the message being
+        sent meanwhile waits for half of it only."""
+        delivery, address, articles = row
         if address.status != store.AddressStatus.ACTIVE:
             superseded = store.DeliveryStatus.SUPERSEDED
-            return await finish(outcomes.skipped(superseded, f"address {address.status}"))
+            return outcomes.skipped(superseded, f"address {address.status}")
         if not articles:
-            return await finish(outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0))
+            return outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0)
         try:
-            # Any error of this one row, composing or sending, fails this row alone.
+            period = store.Period.of(delivery)
             digest = renderer.render(period, address, articles)
-            envelope = renderer.envelope(period, delivery.id, address, digest, now)
-            reply = await self._transport.send(envelope)
-        except Exception as exc:
-            if not isinstance(exc, mailer.SendError):
-                log.exception("digest %s to %r cannot be sent", delivery.id, address.email)
-            outcome = outcomes.after_error(
-                settings,
-                exc,
-                attempts=delivery.attempts,
-                uncertain_attempts=delivery.uncertain_attempts,
-                now=store.utcnow(),
-            )
-            return await finish(outcome)
+            await asyncio.sleep(0)
+            envelope = renderer.envelope(period, delivery.id, address, digest, store.utcnow())
+        except Exception as exc:  # this row fails alone
+            return self._failed(delivery, address, exc)
         # The row's window counts as carried, also the articles beyond the cap.
-        article_count = digest.carried
-        return await finish(outcomes.sent(reply, envelope.message_id, article_count=article_count))
+        return envelope, digest.carried
+
+    async def _send(
+        self,
+        row: Row,
+        envelope: mailer.Envelope,
+        carried: int,
+        before_data: asyncio.Task[None] | None,
+    ) -> store.Outcome:
+        """Send one row's envelope (its data after `before_data`, the previous row's
+        record); the outcome to record."""
+        try:
+            reply = await self._transport.send(envelope, before_data=before_data)
+        except Exception as exc:  # this row fails alone
+            return self._failed(row[0], row[1], exc)
+        return outcomes.sent(reply, envelope.message_id, article_count=carried)
+
+    def _failed(
+        self, delivery: store.Delivery, address: store.Address, exc: Exception
+    ) -> store.Outcome:
+        """The outcome of a row whose digest could not be composed or sent."""
+        if not isinstance(exc, mailer.SendError):
+            log.error("digest %s to %r cannot be sent", delivery.id, address.email, exc_info=exc)
+        return outcomes.after_error(
+            self._settings,
+            exc,
+            attempts=delivery.attempts,
+            uncertain_attempts=delivery.uncertain_attempts,
+            now=store.utcnow(),
+        )

@@ -116,6 +116,7 @@ from service.store.ledger import (
     counts_by_status,
     deliveries_of,
     deliveries_with_addresses,
+    delivery_recorder,
     due_deliveries,
     edition_starting,
     editions,
@@ -140,7 +141,7 @@ from service.store.operators import (
     record_failed_sign_in,
     remove_operator,
 )
-from service.store.queues import DeliveryStatus, Outcome
+from service.store.queues import DeliveryStatus, Outcome, OutcomeRecorder
 from service.store.saving import save_article, save_articles
 from service.store.subscribers import (
     Address,
@@ -199,6 +200,7 @@ __all__ = [
     "OperatorExistsError",
     "OperatorNotFoundError",
     "Outcome",
+    "OutcomeRecorder",
     "Period",
     "PeriodSummary",
     "Publication",
@@ -241,6 +243,7 @@ __all__ = [
     "create_subscriber",
     "deliveries_of",
     "deliveries_with_addresses",
+    "delivery_recorder",
     "digest_articles",
     "due_deliveries",
     "edit_article",

@@ -126,6 +126,9 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed
+        # transaction survives a kill of the process (the failure the delivery ledger
+        # guards against), only an OS crash or power loss may lose the newest ones.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

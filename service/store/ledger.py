@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -27,7 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.store.articles import Article, count_in_window, newest_seq, publish_committed
@@ -35,9 +36,11 @@ from service.store.base import Base, UTCDateTime
 from service.store.queues import (
     DeliveryStatus,
     Outcome,
+    OutcomeRecorder,
     QueuedMail,
     claim_rows,
     finish_row,
+    outcome_recorder,
     release_rows,
     rows_with_addresses,
 )
@@ -290,6 +293,14 @@ async def finish_delivery(
 ) -> bool:
     """Record the outcome of a claimed row; False if the claim was lost meanwhile."""
     return await finish_row(session, Delivery, delivery_id, worker, outcome, now)
+
+
+def delivery_recorder(
+    sessions: async_sessionmaker[AsyncSession], worker: str
+) -> AbstractAsyncContextManager[OutcomeRecorder]:
+    """Records the outcomes of `worker`'s claimed ledger rows, one cheap durable statement
+    per message (`queues.OutcomeRecorder`)."""
+    return outcome_recorder(sessions, Delivery, worker)
 
 
 async def deliveries_of(session: AsyncSession, address_id: int) -> Sequence[Delivery]:

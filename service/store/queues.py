@@ -8,14 +8,26 @@ finishing rows. Imports `base` and `subscribers`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Integer, String, Table, Text, and_, inspect, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.store.base import BigId, UTCDateTime, claim_chosen
@@ -201,3 +213,85 @@ async def finish_row(
         .returning(table.c.id)
     )
     return result.first() is not None
+
+
+class OutcomeRecorder:
+    """Records the outcomes of one worker's claimed rows of a queue, one message at a time,
+    as `finish_row` does but cheaply: over one connection held for a batch, each outcome is
+    one statement that commits by itself (a single-statement transaction), with the same
+    text every time, so the driver prepares it once.
+
+    That makes the record of a sent message one round trip to the database instead of a
+    session, a BEGIN, the statement and a COMMIT, each a hop to the driver's thread on
+    SQLite; it stays one durable record per message, as the crash guarantee needs. On
+    SQLite (WAL, synchronous=NORMAL, see `base`) a commit is durable across a kill of the
+    process, the failure the ledger guards against; PostgreSQL's is durable outright.
+    """
+
+    def __init__(self, driver: Any, dialect: Dialect, table: Table, worker: str) -> None:
+        self._driver = driver
+        self._worker = worker
+        self._postgres = dialect.name == "postgresql"
+        # A moment as the column type stores it (on SQLite naive UTC text).
+        processor = table.c.sent_at.type.bind_processor(dialect)
+        self._moment: Callable[[datetime], Any] = processor or (lambda value: value)
+        marks = iter(range(1, 100))
+
+        def mark() -> str:
+            return f"${next(marks)}" if self._postgres else "?"
+
+        self._articles = "article_count" in table.c
+        assignments = [
+            f"status = {mark()}",
+            "claimed_by = NULL",
+            "claimed_until = NULL",
+            f"last_reply = {mark()}",
+            f"attempts = attempts + {mark()}",
+            f"last_attempt_at = COALESCE({mark()}, last_attempt_at)",
+            f"uncertain_attempts = uncertain_attempts + {mark()}",
+            f"message_id = COALESCE({mark()}, message_id)",
+            f"sent_at = COALESCE({mark()}, sent_at)",
+            f"next_attempt_at = COALESCE({mark()}, next_attempt_at)",
+        ]
+        if self._articles:
+            assignments.append(f"article_count = COALESCE({mark()}, article_count)")
+        self._statement = (
+            f"UPDATE {table.name} SET {', '.join(assignments)} WHERE id = {mark()} "
+            f"AND claimed_by = {mark()} AND status = '{DeliveryStatus.SENDING}' RETURNING id"
+        )
+
+    async def finish(self, row_id: int, outcome: Outcome, now: datetime) -> bool:
+        """Record the outcome of a claimed row; False if the claim was lost meanwhile."""
+        sent = outcome.status is DeliveryStatus.SENT
+        parameters: list[Any] = [
+            str(outcome.status),
+            outcome.reply,
+            1 if outcome.counts_attempt else 0,
+            self._moment(now) if outcome.counts_attempt else None,
+            1 if outcome.uncertain else 0,
+            outcome.message_id,
+            self._moment(now) if sent else None,
+            None if outcome.next_attempt_at is None else self._moment(outcome.next_attempt_at),
+        ]
+        if self._articles:
+            parameters.append(outcome.article_count)
+        parameters += [row_id, self._worker]
+        if self._postgres:
+            return await self._driver.fetchval(self._statement, *parameters) is not None
+        return bool(await self._driver.execute_fetchall(self._statement, parameters))
+
+
+@asynccontextmanager
+async def outcome_recorder(
+    sessions: async_sessionmaker[AsyncSession], model: type[QueuedMail], worker: str
+) -> AsyncIterator[OutcomeRecorder]:
+    """An `OutcomeRecorder` on a connection of its own, given back when done."""
+    async with sessions() as session:
+        engine = session.bind
+    assert isinstance(engine, AsyncEngine), "sessions bound to an engine"
+    async with engine.connect() as connection:
+        # The driver's own connection, outside any transaction: SQLAlchemy begins none
+        # until it executes something itself, so each statement commits by itself.
+        raw = await connection.get_raw_connection()
+        table = cast(Table, inspect(model).local_table)
+        yield OutcomeRecorder(raw.driver_connection, engine.dialect, table, worker)
