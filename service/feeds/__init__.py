@@ -9,6 +9,7 @@ Files: `artikel.{xml,atom,json}` (the newest articles) and
 
 from service.feeds.build import BASE_URL_FACT, build_feeds
 from service.feeds.files import BuildReport, write_feeds, write_if_changed
+from service.feeds.fragments import render_all
 from service.feeds.render import (
     DEFAULT_TITLE,
     FORMATS,
@@ -17,10 +18,10 @@ from service.feeds.render import (
     MUNICIPALITY_SCAN,
     RENDERERS,
     TOPICS_DIR,
+    FeedItem,
     FeedSpec,
     article_url,
     feed_url,
-    render_all,
     render_atom,
     render_json,
     render_rss,
@@ -39,6 +40,7 @@ __all__ = [
     "RENDERERS",
     "TOPICS_DIR",
     "BuildReport",
+    "FeedItem",
     "FeedSpec",
     "article_url",
     "build_feeds",

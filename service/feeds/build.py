@@ -15,7 +15,8 @@ from service import metrics, store
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
 from service.feeds.files import BuildReport, write_feeds
-from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR, render_all
+from service.feeds.fragments import render_all
+from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR
 from service.feeds.specs import feed_specs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,237 @@
+"""Feed fragments: each article's entry rendered once per format, and feeds assembled from
+those fragments, byte for byte what feedgen's pretty-printed RSS/Atom (and `json.dumps` with
+`indent=2`) would write.
+
+feedgen builds an lxml tree per feed and serializes it: rendering the same article into the
+main feed, its topic feeds and its municipalities' feeds costs the tree every time. Here an
+entry's text is made once and feeds are joined from it, so a build costs one entry per article
+and format plus string joins. The serialization rules copied from lxml and feedgen are few
+and exact (escaping, indentation, which elements an empty value drops);
+`tests/test_feed_fragments.py` holds them to feedgen's own output, and `render` keeps the
+feedgen renderers as that reference. Imports `clock`, `config` and `feeds.render`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from json.encoder import encode_basestring
+
+from service.clock import BERLIN
+from service.config import Settings
+from service.feeds.render import (
+    DEFAULT_TITLE,
+    EPOCH,
+    FeedItem,
+    FeedSpec,
+    article_url,
+    content_html,
+    feed_url,
+    xml_safe,
+)
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _text(value: str) -> str:
+    """Escape element text as lxml serializes it."""
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace("\r", "&#13;") if "\r" in value else value
+
+
+def _attr(value: str) -> str:
+    """Escape an attribute value as lxml serializes it."""
+    value = _text(value).replace('"', "&quot;")
+    return value.replace("\n", "&#10;").replace("\t", "&#9;")
+
+
+def _rfc2822(moment: datetime) -> str:
+    """feedgen's RSS date (strftime in the C locale), without touching the process locale."""
+    return (
+        f"{_DAYS[moment.weekday()]}, {moment:%d} {_MONTHS[moment.month - 1]} "
+        f"{moment:%Y %H:%M:%S %z}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One article's entry in each format, and the date its feed's `updated` is taken from."""
+
+    rss: str
+    atom: str
+    json: str
+    updated_at: datetime
+
+
+def _rss_item(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
+    lines = ["    <item>\n"]
+    if title:
+        lines.append(f"      <title>{_text(title)}</title>\n")
+    lines.append(f"      <link>{_text(url)}</link>\n")
+    if teaser:
+        lines.append(f"      <description>{_text(teaser)}</description>\n")
+        lines.append(f"      <content:encoded>{_text(content)}</content:encoded>\n")
+    else:  # feedgen: no description, so the content takes its place
+        lines.append(f"      <description>{_text(content)}</description>\n")
+    lines.append(f'      <guid isPermaLink="false">{_text(item.guid)}</guid>\n')
+    lines.extend(f"      <category>{_text(xml_safe(t))}</category>\n" for t in item.topics)
+    lines.append(f"      <pubDate>{_rfc2822(item.published_at.astimezone(BERLIN))}</pubDate>\n")
+    lines.append("    </item>\n")
+    return "".join(lines)
+
+
+def _atom_entry(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
+    if not title:
+        raise ValueError("Required fields not set")  # what feedgen raises for an empty title
+    summary = f"    <summary>{_text(teaser)}</summary>\n" if teaser else "    <summary/>\n"
+    categories = "".join(f'    <category term="{_attr(xml_safe(t))}"/>\n' for t in item.topics)
+    return (
+        "  <entry>\n"
+        f"    <id>{_text(item.guid)}</id>\n"
+        f"    <title>{_text(title)}</title>\n"
+        f"    <updated>{item.updated_at.astimezone(BERLIN).isoformat()}</updated>\n"
+        f'    <content type="html">{_text(content)}</content>\n'
+        f'    <link href="{_attr(url)}"/>\n'
+        f"{summary}{categories}"
+        f"    <published>{item.published_at.astimezone(BERLIN).isoformat()}</published>\n"
+        "  </entry>\n"
+    )
+
+
+def _json_item(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
+    fields = [
+        ("id", item.guid),
+        ("url", url),
+        ("title", title),
+        ("summary", teaser),
+        ("content_html", content),
+        ("date_published", item.published_at.astimezone(BERLIN).isoformat()),
+        ("date_modified", item.updated_at.astimezone(BERLIN).isoformat()),
+    ]
+    if item.source_url:
+        fields.append(("external_url", item.source_url))
+    if item.image_url:
+        fields.append(("image", item.image_url))
+    lines = [f"      {encode_basestring(k)}: {encode_basestring(v)}" for k, v in fields]
+    if item.topics:
+        tags = ",\n".join(f"        {encode_basestring(t)}" for t in item.topics)
+        lines.append(f'      "tags": [\n{tags}\n      ]')
+    return "    {\n" + ",\n".join(lines) + "\n    }"
+
+
+def entry(settings: Settings, item: FeedItem) -> Entry:
+    """An article's entry in RSS, Atom and JSON Feed."""
+    title, teaser = xml_safe(item.title), xml_safe(item.teaser)
+    url, content = article_url(settings, item), content_html(settings, item)
+    parts = (title, url, teaser, content, item)
+    return Entry(_rss_item(*parts), _atom_entry(*parts), _json_item(*parts), item.updated_at)
+
+
+class Entries:
+    """The entries of one build, each rendered the first time a feed needs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._made: dict[int, Entry] = {}
+
+    def of(self, items: Iterable[FeedItem]) -> list[Entry]:
+        made = self._made
+        found = []
+        for item in items:
+            cached = made.get(item.id)
+            if cached is None:
+                cached = made[item.id] = entry(self._settings, item)
+            found.append(cached)
+        return found
+
+
+def _head_texts(spec: FeedSpec) -> tuple[str, str]:
+    return xml_safe(spec.title) or DEFAULT_TITLE, xml_safe(spec.description) or DEFAULT_TITLE
+
+
+def assemble(
+    settings: Settings, spec: FeedSpec, entries: Sequence[Entry], hub: str | None = None
+) -> dict[str, bytes]:
+    """The spec's three files (path below the feeds folder → bytes) from its entries."""
+    title, description = _head_texts(spec)
+    updated = max((e.updated_at for e in entries), default=EPOCH).astimezone(BERLIN)
+    author = xml_safe(settings.feed_author)
+    rss_self, atom_self = (feed_url(settings, spec.stem, s) for s in (".xml", ".atom"))
+    rss_hub = f'    <atom:link href="{_attr(hub)}" rel="hub"/>\n' if hub else ""
+    atom_hub = f'  <link href="{_attr(hub)}" rel="hub"/>\n' if hub else ""
+    rss = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        '<rss xmlns:atom="http://www.w3.org/2005/Atom" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/" version="2.0">\n'
+        "  <channel>\n"
+        f"    <title>{_text(title)}</title>\n"
+        f"    <link>{_text(spec.home_url)}</link>\n"
+        f"    <description>{_text(description)}</description>\n"
+        f'    <atom:link href="{_attr(rss_self)}" rel="self"/>\n'
+        f"{rss_hub}"
+        "    <docs>http://www.rssboard.org/rss-specification</docs>\n"
+        "    <generator>partnerpost</generator>\n"
+        "    <language>de</language>\n"
+        f"    <lastBuildDate>{_rfc2822(updated)}</lastBuildDate>\n"
+        + "".join(e.rss for e in entries)
+        + "  </channel>\n</rss>\n"
+    )
+    atom = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        '<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="de">\n'
+        f"  <id>{_text(atom_self)}</id>\n"
+        f"  <title>{_text(title)}</title>\n"
+        f"  <updated>{updated.isoformat()}</updated>\n"
+        + (f"  <author>\n    <name>{_text(author)}</name>\n  </author>\n" if author else "")
+        + f'  <link href="{_attr(atom_self)}" rel="self"/>\n'
+        f"{atom_hub}"
+        f'  <link href="{_attr(spec.home_url)}" rel="alternate" type="text/html"/>\n'
+        "  <generator>partnerpost</generator>\n"
+        f"  <subtitle>{_text(description)}</subtitle>\n"
+        + "".join(e.atom for e in entries)
+        + "</feed>\n"
+    )
+    return {
+        f"{spec.stem}.xml": rss.encode("utf-8"),
+        f"{spec.stem}.atom": atom.encode("utf-8"),
+        f"{spec.stem}.json": _json_feed(settings, spec, entries, hub).encode("utf-8"),
+    }
+
+
+def _json_feed(
+    settings: Settings, spec: FeedSpec, entries: Sequence[Entry], hub: str | None
+) -> str:
+    title, description = _head_texts(spec)
+    document: dict[str, object] = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": title,
+        "description": description,
+        "home_page_url": spec.home_url,
+        "feed_url": feed_url(settings, spec.stem, ".json"),
+        "language": "de",
+        "authors": [{"name": xml_safe(settings.feed_author)}],
+    }
+    if hub:
+        document["hubs"] = [{"type": "WebSub", "url": hub}]
+    document["items"] = []
+    head = json.dumps(document, ensure_ascii=False, indent=2)
+    # "items" is the last key: its empty list closes the document as `[]\n}`.
+    head = head[: -len("[]\n}")]
+    if not entries:
+        return head + "[]\n}\n"
+    return head + "[\n" + ",\n".join(e.json for e in entries) + "\n  ]\n}\n"
+
+
+def render_all(
+    settings: Settings, specs: Sequence[FeedSpec], hub: str | None = None
+) -> dict[str, bytes]:
+    """Every format of each spec, keyed by its path below the feeds folder; an article in
+    several feeds is rendered once."""
+    entries = Entries(settings)
+    rendered: dict[str, bytes] = {}
+    for spec in specs:
+        rendered.update(assemble(settings, spec, entries.of(spec.articles), hub))
+    return rendered
