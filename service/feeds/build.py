@@ -1,13 +1,24 @@
 """Feed build: one build of every feed under the store's feeds lock, refusing to rewrite
 feeds made for another public URL.
 
+A build first asks the store for a fingerprint of everything feeds show (`store.
+feeds_fingerprint` plus the settings that change output); when it equals the one recorded by
+the last build, nothing is read or rendered. Otherwise it decides every spec, and renders only
+the specs whose content changed since this process last built (a spec's signature: its
+name, titles and its articles' ids and edit times), provided the store's feeds are still
+the ones this process built; `write_feeds` gets what was rendered and every path wanted.
+
 Imports `config`, `errors`, `metrics`, `store` and the other `feeds` modules.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import weakref
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,13 +27,51 @@ from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
 from service.feeds.files import BuildReport, write_feeds
 from service.feeds.fragments import render_all
-from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR
-from service.feeds.specs import feed_specs
+from service.feeds.render import FORMATS, MUNICIPALITIES_DIR, TOPICS_DIR, FeedSpec
+from service.feeds.specs import Mentions, feed_specs
 
 log = logging.getLogger(__name__)
 
 # Site fact: the public URL the current feeds link to.
 BASE_URL_FACT = "feeds_base_url"
+# Site fact: the fingerprint the current feeds were built from, and how many files they are.
+FINGERPRINT_FACT = "feeds_fingerprint"
+# Bump when rendering changes, so stores built by an older version rebuild once.
+RENDERING = "2"
+
+
+@dataclass
+class _Built:
+    """What this process last built into a store: its fingerprint and each spec's
+    signature, and the mentions it found."""
+
+    fingerprint: str = ""
+    signatures: dict[str, str] = field(default_factory=dict)
+    mentions: Mentions = field(default_factory=Mentions)
+
+
+# One record per engine, gone with the engine.
+_BUILT: weakref.WeakKeyDictionary[AsyncEngine, _Built] = weakref.WeakKeyDictionary()
+
+
+def settings_parts(settings: Settings) -> tuple[str, ...]:
+    """The settings a feed's bytes depend on."""
+    return (
+        RENDERING,
+        settings.public_url,
+        settings.site_title,
+        settings.feed_author,
+        str(settings.feed_size),
+        settings.hub_url or "",
+    )
+
+
+def _signature(spec: FeedSpec) -> str:
+    digest = hashlib.sha256(f"{spec.stem}\0{spec.title}\0{spec.description}\0".encode())
+    digest.update(spec.home_url.encode())
+    for article in spec.articles:
+        digest.update(f"\0{article.id}@{article.updated_at.isoformat()}".encode())
+    return digest.hexdigest()
 
 
 async def _check_base_url(
@@ -40,6 +89,36 @@ async def _check_base_url(
                 "feeds were built for %s; rebuilding them for %s", recorded, settings.public_url
             )
         await store.set_fact(session, BASE_URL_FACT, settings.public_url)
+
+
+async def _build(
+    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> BuildReport:
+    async with sessions() as session:
+        fingerprint = await store.feeds_fingerprint(session, settings_parts(settings))
+        recorded = json.loads(await store.get_fact(session, FINGERPRINT_FACT) or "{}")
+    if recorded.get("fingerprint") == fingerprint:
+        return BuildReport(unchanged=int(recorded.get("files", 0)))
+    built = _BUILT.get(engine) or _Built()
+    if built.fingerprint != recorded.get("fingerprint"):  # another process built since
+        built.signatures = {}
+    async with sessions() as session:
+        specs = await feed_specs(settings, session, built.mentions)
+    signatures = {spec.stem: _signature(spec) for spec in specs}
+    changed = [spec for spec in specs if built.signatures.get(spec.stem) != signatures[spec.stem]]
+    wanted = {f"{spec.stem}{suffix}" for spec in specs for suffix in FORMATS}
+    report = write_feeds(
+        settings,
+        render_all(settings, changed, settings.hub_url),
+        wanted,
+        prune=(TOPICS_DIR, MUNICIPALITIES_DIR),
+    )
+    report.unchanged += (len(specs) - len(changed)) * len(FORMATS)
+    async with sessions() as session, session.begin():
+        record = {"fingerprint": fingerprint, "files": len(wanted)}
+        await store.set_fact(session, FINGERPRINT_FACT, json.dumps(record))
+    _BUILT[engine] = _Built(fingerprint, signatures, built.mentions)
+    return report
 
 
 async def build_feeds(
@@ -62,11 +141,7 @@ async def build_feeds(
             log.info("feed build skipped: another process holds the feeds lock")
             return None
         await _check_base_url(settings, sessions, force=force)
-        async with sessions() as session:
-            specs = await feed_specs(settings, session)
-        report = write_feeds(
-            settings, render_all(settings, specs), prune=(TOPICS_DIR, MUNICIPALITIES_DIR)
-        )
+        report = await _build(settings, engine, sessions)
     report.seconds = time.perf_counter() - started
     metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(

@@ -79,6 +79,13 @@ from service.store.curation import (
     search_articles,
     set_hidden,
 )
+from service.store.feed_rows import (
+    FeedArticle,
+    Municipality,
+    feed_articles,
+    feeds_fingerprint,
+    municipalities,
+)
 from service.store.history import (
     DELIVERY_STATES,
     RETRYING,
@@ -179,8 +186,10 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryStatus",
     "Edition",
+    "FeedArticle",
     "Frequency",
     "HistoryEntry",
+    "Municipality",
     "Operator",
     "OperatorExistsError",
     "OperatorNotFoundError",
@@ -235,6 +244,8 @@ __all__ = [
     "erase_address",
     "exclusive",
     "failed_sign_ins",
+    "feed_articles",
+    "feeds_fingerprint",
     "feeds_version",
     "find_deliveries",
     "finish_confirmation",
@@ -243,6 +254,7 @@ __all__ = [
     "get_fact",
     "later_periods",
     "make_deliveries_due",
+    "municipalities",
     "newest_articles",
     "next_window",
     "note_address_outcome",
