@@ -61,9 +61,7 @@ async def _builds(settings: Any) -> tuple[float, float]:
         shutil.rmtree(settings.feeds_dir, ignore_errors=True)
         async with sessions() as session, session.begin():
             await session.execute(
-                store.SiteFact.__table__.delete().where(
-                    store.SiteFact.name != feeds.BASE_URL_FACT
-                )
+                store.SiteFact.__table__.delete().where(store.SiteFact.name != feeds.BASE_URL_FACT)
             )
         started = time.perf_counter()
         await feeds.build_feeds(settings, engine, sessions)

@@ -66,8 +66,10 @@ def settings_parts(settings: Settings) -> tuple[str, ...]:
     )
 
 
-def _signature(spec: FeedSpec) -> str:
-    digest = hashlib.sha256(f"{spec.stem}\0{spec.title}\0{spec.description}\0".encode())
+def _signature(spec: FeedSpec, settings: tuple[str, ...]) -> str:
+    """What a spec's bytes depend on: the settings, its names and its articles' versions."""
+    digest = hashlib.sha256("\0".join(settings).encode())
+    digest.update(f"\0{spec.stem}\0{spec.title}\0{spec.description}\0".encode())
     digest.update(spec.home_url.encode())
     for article in spec.articles:
         digest.update(f"\0{article.id}@{article.updated_at.isoformat()}".encode())
@@ -104,7 +106,8 @@ async def _build(
         built.signatures = {}
     async with sessions() as session:
         specs = await feed_specs(settings, session, built.mentions)
-    signatures = {spec.stem: _signature(spec) for spec in specs}
+    parts = settings_parts(settings)
+    signatures = {spec.stem: _signature(spec, parts) for spec in specs}
     changed = [spec for spec in specs if built.signatures.get(spec.stem) != signatures[spec.stem]]
     wanted = {f"{spec.stem}{suffix}" for spec in specs for suffix in FORMATS}
     report = write_feeds(

@@ -66,68 +66,96 @@ class Entry:
     updated_at: datetime
 
 
-def _rss_item(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """An article's values, each escaped or formatted once for all three formats."""
+
+    item: FeedItem
+    title: str
+    url: str
+    teaser: str
+    content: str
+    published: datetime
+    updated: datetime
+
+
+def _rss_item(p: _Parts) -> str:
+    item = p.item
     lines = ["    <item>\n"]
-    if title:
-        lines.append(f"      <title>{_text(title)}</title>\n")
-    lines.append(f"      <link>{_text(url)}</link>\n")
-    if teaser:
-        lines.append(f"      <description>{_text(teaser)}</description>\n")
-        lines.append(f"      <content:encoded>{_text(content)}</content:encoded>\n")
+    if p.title:
+        lines.append(f"      <title>{_text(p.title)}</title>\n")
+    lines.append(f"      <link>{_text(p.url)}</link>\n")
+    if p.teaser:
+        lines.append(f"      <description>{_text(p.teaser)}</description>\n")
+        lines.append(f"      <content:encoded>{_text(p.content)}</content:encoded>\n")
     else:  # feedgen: no description, so the content takes its place
-        lines.append(f"      <description>{_text(content)}</description>\n")
+        lines.append(f"      <description>{_text(p.content)}</description>\n")
     lines.append(f'      <guid isPermaLink="false">{_text(item.guid)}</guid>\n')
     lines.extend(f"      <category>{_text(xml_safe(t))}</category>\n" for t in item.topics)
-    lines.append(f"      <pubDate>{_rfc2822(item.published_at.astimezone(BERLIN))}</pubDate>\n")
-    lines.append("    </item>\n")
+    lines.append(f"      <pubDate>{_rfc2822(p.published)}</pubDate>\n    </item>\n")
     return "".join(lines)
 
 
-def _atom_entry(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
-    if not title:
+def _atom_entry(p: _Parts, published: str, updated: str) -> str:
+    if not p.title:
         raise ValueError("Required fields not set")  # what feedgen raises for an empty title
-    summary = f"    <summary>{_text(teaser)}</summary>\n" if teaser else "    <summary/>\n"
-    categories = "".join(f'    <category term="{_attr(xml_safe(t))}"/>\n' for t in item.topics)
+    summary = f"    <summary>{_text(p.teaser)}</summary>\n" if p.teaser else "    <summary/>\n"
+    categories = "".join(f'    <category term="{_attr(xml_safe(t))}"/>\n' for t in p.item.topics)
     return (
         "  <entry>\n"
-        f"    <id>{_text(item.guid)}</id>\n"
-        f"    <title>{_text(title)}</title>\n"
-        f"    <updated>{item.updated_at.astimezone(BERLIN).isoformat()}</updated>\n"
-        f'    <content type="html">{_text(content)}</content>\n'
-        f'    <link href="{_attr(url)}"/>\n'
+        f"    <id>{_text(p.item.guid)}</id>\n"
+        f"    <title>{_text(p.title)}</title>\n"
+        f"    <updated>{updated}</updated>\n"
+        f'    <content type="html">{_text(p.content)}</content>\n'
+        f'    <link href="{_attr(p.url)}"/>\n'
         f"{summary}{categories}"
-        f"    <published>{item.published_at.astimezone(BERLIN).isoformat()}</published>\n"
+        f"    <published>{published}</published>\n"
         "  </entry>\n"
     )
 
 
-def _json_item(title: str, url: str, teaser: str, content: str, item: FeedItem) -> str:
+def _json_item(p: _Parts, published: str, updated: str) -> str:
+    item = p.item
     fields = [
         ("id", item.guid),
-        ("url", url),
-        ("title", title),
-        ("summary", teaser),
-        ("content_html", content),
-        ("date_published", item.published_at.astimezone(BERLIN).isoformat()),
-        ("date_modified", item.updated_at.astimezone(BERLIN).isoformat()),
+        ("url", p.url),
+        ("title", p.title),
+        ("summary", p.teaser),
+        ("content_html", p.content),
+        ("date_published", published),
+        ("date_modified", updated),
     ]
     if item.source_url:
         fields.append(("external_url", item.source_url))
     if item.image_url:
         fields.append(("image", item.image_url))
-    lines = [f"      {encode_basestring(k)}: {encode_basestring(v)}" for k, v in fields]
+    lines = [f'      "{k}": {encode_basestring(v)}' for k, v in fields]
     if item.topics:
         tags = ",\n".join(f"        {encode_basestring(t)}" for t in item.topics)
         lines.append(f'      "tags": [\n{tags}\n      ]')
     return "    {\n" + ",\n".join(lines) + "\n    }"
 
 
-def entry(settings: Settings, item: FeedItem) -> Entry:
-    """An article's entry in RSS, Atom and JSON Feed."""
-    title, teaser = xml_safe(item.title), xml_safe(item.teaser)
-    url, content = article_url(settings, item), content_html(settings, item)
-    parts = (title, url, teaser, content, item)
-    return Entry(_rss_item(*parts), _atom_entry(*parts), _json_item(*parts), item.updated_at)
+def entry(settings: Settings, item: FeedItem, articles_url: str | None = None) -> Entry:
+    """An article's entry in RSS, Atom and JSON Feed; `articles_url` is
+    `settings.link("artikel/")`, when the caller has it."""
+    url = f"{articles_url}{item.slug}" if articles_url else article_url(settings, item)
+    parts = _Parts(
+        item,
+        xml_safe(item.title),
+        url,
+        xml_safe(item.teaser),
+        content_html(settings, item, url),
+        item.published_at.astimezone(BERLIN),
+        item.updated_at.astimezone(BERLIN),
+    )
+    published, updated = parts.published.isoformat(), parts.updated.isoformat()
+    return Entry(
+        _rss_item(parts),
+        _atom_entry(parts, published, updated),
+        _json_item(parts, published, updated),
+        item.updated_at,
+    )
 
 
 class Entries:
@@ -135,6 +163,7 @@ class Entries:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._articles_url = settings.link("artikel/")
         self._made: dict[int, Entry] = {}
 
     def of(self, items: Iterable[FeedItem]) -> list[Entry]:
@@ -143,7 +172,7 @@ class Entries:
         for item in items:
             cached = made.get(item.id)
             if cached is None:
-                cached = made[item.id] = entry(self._settings, item)
+                cached = made[item.id] = entry(self._settings, item, self._articles_url)
             found.append(cached)
         return found
 

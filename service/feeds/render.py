@@ -96,7 +96,8 @@ def feed_url(settings: Settings, stem: str, suffix: str) -> str:
     return settings.link(f"feeds/{stem}{suffix}")
 
 
-def content_html(settings: Settings, article: FeedItem) -> str:
+def content_html(settings: Settings, article: FeedItem, url: str | None = None) -> str:
+    """The entry's HTML content; `url` is the article's URL when the caller has it."""
     parts = []
     if article.image_url:
         alt = html.escape(article.image_caption or "", quote=True)
@@ -114,7 +115,7 @@ def content_html(settings: Settings, article: FeedItem) -> str:
     if article.source_id is not None and article.source_url:
         original = html.escape(article.source_url, quote=True)
         parts.append(f'<p>Quelle: <a href="{original}">{html.escape(source_host(article))}</a></p>')
-    link = html.escape(article_url(settings, article), quote=True)
+    link = html.escape(url or article_url(settings, article), quote=True)
     parts.append(f'<p><a href="{link}">Weiterlesen</a></p>')
     return xml_safe("".join(parts))
 

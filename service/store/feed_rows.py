@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,7 +88,9 @@ async def feed_articles(
     )
     for article_id, name in found:
         topics[article_id].append(name)
-    return [FeedArticle(**row._mapping, topics=tuple(topics.get(row.id, ()))) for row in rows]
+    # Positional: the columns are listed in the record's field order.
+    make = cast(Any, FeedArticle)
+    return [make(*row, tuple(topics.get(row[0], ()))) for row in rows]
 
 
 async def municipalities(session: AsyncSession) -> list[Municipality]:
