@@ -7,7 +7,9 @@ import re
 import sys
 from dataclasses import dataclass
 
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from service import places, store
 from service.feeds import mentions
