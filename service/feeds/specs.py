@@ -43,6 +43,7 @@ class Mentions:
 
     municipalities: tuple[store.Municipality, ...] = ()
     matcher: Matcher | None = None
+    names: dict[int, list[str]] = field(default_factory=dict)  # municipality → place names
     found: dict[tuple[int, datetime], frozenset[int]] = field(default_factory=dict)
 
     def of(
@@ -52,6 +53,7 @@ class Mentions:
         if self.matcher is None or tuple(municipalities) != self.municipalities:
             self.municipalities = tuple(municipalities)
             self.matcher = Matcher(municipalities, (m.id for m in municipalities))
+            self.names = {m.id: places.place_names(m) for m in municipalities}
             self.found = {}
         found, matcher = self.found, self.matcher
         keys = [(a.id, a.updated_at) for a in articles]
@@ -117,12 +119,12 @@ async def _municipality_specs(
     for article, ids in zip(recent, mentions.of(municipalities, recent), strict=True):
         for ident in ids:
             about[ident].append(article)
+    names = mentions.names
     return [
         FeedSpec(
             stem=f"{MUNICIPALITIES_DIR}/{municipality.slug}",
             title=f"{title} – {municipality.name}",
-            description=f"Nachrichten, die {' oder '.join(places.place_names(municipality))} "
-            "erwähnen",
+            description=f"Nachrichten, die {' oder '.join(names[municipality.id])} erwähnen",
             home_url=home,
             articles=about[municipality.id][: settings.feed_size],
         )
