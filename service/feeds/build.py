@@ -93,14 +93,22 @@ async def _check_base_url(
         await store.set_fact(session, BASE_URL_FACT, settings.public_url)
 
 
-async def _build(
-    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
-) -> BuildReport:
+async def _unchanged(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[str, dict[str, object]]:
+    """The store's fingerprint now, and what the last build recorded."""
     async with sessions() as session:
         fingerprint = await store.feeds_fingerprint(session, settings_parts(settings))
         recorded = json.loads(await store.get_fact(session, FINGERPRINT_FACT) or "{}")
+    return fingerprint, recorded
+
+
+async def _build(
+    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> BuildReport:
+    fingerprint, recorded = await _unchanged(settings, sessions)
     if recorded.get("fingerprint") == fingerprint:
-        return BuildReport(unchanged=int(recorded.get("files", 0)))
+        return BuildReport(unchanged=int(str(recorded.get("files", 0))))
     built = _BUILT.get(engine) or _Built()
     if built.fingerprint != recorded.get("fingerprint"):  # another process built since
         built.signatures = {}
@@ -139,6 +147,14 @@ async def build_feeds(
     unless `force` (the server's own builds force: its settings are the live ones).
     """
     started = time.perf_counter()
+    # Read-only and before the lock: when the store still shows what the last build (for
+    # this public URL: it is part of the fingerprint) recorded, there is nothing to do.
+    fingerprint, recorded = await _unchanged(settings, sessions)
+    if recorded.get("fingerprint") == fingerprint:
+        report = BuildReport(unchanged=int(str(recorded.get("files", 0))))
+        report.seconds = time.perf_counter() - started
+        log.debug("feeds unchanged (%d files)", report.unchanged)
+        return report
     async with store.exclusive(engine, "feeds", wait=wait) as acquired:
         if not acquired:
             log.info("feed build skipped: another process holds the feeds lock")

@@ -50,19 +50,24 @@ def _attr(value: str) -> str:
 
 def _rfc2822(moment: datetime) -> str:
     """feedgen's RSS date (strftime in the C locale), without touching the process locale."""
+    offset = moment.utcoffset()
+    minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
+    sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
     return (
-        f"{_DAYS[moment.weekday()]}, {moment:%d} {_MONTHS[moment.month - 1]} "
-        f"{moment:%Y %H:%M:%S %z}"
+        f"{_DAYS[moment.weekday()]}, {moment.day:02d} {_MONTHS[moment.month - 1]} "
+        f"{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
+        f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One article's entry in each format, and the date its feed's `updated` is taken from."""
+    """One article's entry in each format, encoded once for every feed it is in, and the date
+    its feed's `updated` is taken from."""
 
-    rss: str
-    atom: str
-    json: str
+    rss: bytes
+    atom: bytes
+    json: bytes
     updated_at: datetime
 
 
@@ -151,9 +156,9 @@ def entry(settings: Settings, item: FeedItem, articles_url: str | None = None) -
     )
     published, updated = parts.published.isoformat(), parts.updated.isoformat()
     return Entry(
-        _rss_item(parts),
-        _atom_entry(parts, published, updated),
-        _json_item(parts, published, updated),
+        _rss_item(parts).encode(),
+        _atom_entry(parts, published, updated).encode(),
+        _json_item(parts, published, updated).encode(),
         item.updated_at,
     )
 
@@ -205,8 +210,6 @@ def assemble(
         "    <generator>partnerpost</generator>\n"
         "    <language>de</language>\n"
         f"    <lastBuildDate>{_rfc2822(updated)}</lastBuildDate>\n"
-        + "".join(e.rss for e in entries)
-        + "  </channel>\n</rss>\n"
     )
     atom = (
         "<?xml version='1.0' encoding='UTF-8'?>\n"
@@ -220,19 +223,21 @@ def assemble(
         f'  <link href="{_attr(spec.home_url)}" rel="alternate" type="text/html"/>\n'
         "  <generator>partnerpost</generator>\n"
         f"  <subtitle>{_text(description)}</subtitle>\n"
-        + "".join(e.atom for e in entries)
-        + "</feed>\n"
     )
     return {
-        f"{spec.stem}.xml": rss.encode("utf-8"),
-        f"{spec.stem}.atom": atom.encode("utf-8"),
-        f"{spec.stem}.json": _json_feed(settings, spec, entries, hub).encode("utf-8"),
+        f"{spec.stem}.xml": b"".join([rss.encode(), *(e.rss for e in entries), _RSS_END]),
+        f"{spec.stem}.atom": b"".join([atom.encode(), *(e.atom for e in entries), _ATOM_END]),
+        f"{spec.stem}.json": _json_feed(settings, spec, entries, hub),
     }
+
+
+_RSS_END = b"  </channel>\n</rss>\n"
+_ATOM_END = b"</feed>\n"
 
 
 def _json_feed(
     settings: Settings, spec: FeedSpec, entries: Sequence[Entry], hub: str | None
-) -> str:
+) -> bytes:
     title, description = _head_texts(spec)
     document: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -250,8 +255,8 @@ def _json_feed(
     # "items" is the last key: its empty list closes the document as `[]\n}`.
     head = head[: -len("[]\n}")]
     if not entries:
-        return head + "[]\n}\n"
-    return head + "[\n" + ",\n".join(e.json for e in entries) + "\n  ]\n}\n"
+        return f"{head}[]\n}}\n".encode()
+    return b"".join([f"{head}[\n".encode(), b",\n".join(e.json for e in entries), b"\n  ]\n}\n"])
 
 
 def render_all(

@@ -102,18 +102,21 @@ async def feed_specs(
                 articles=about[:size],
             )
         )
-    specs.extend(await _municipality_specs(settings, session, window, mentions or Mentions()))
+    municipalities = await store.municipalities(session)
+    specs.extend(_municipality_specs(settings, title, municipalities, window, mentions))
     return specs
 
 
-async def _municipality_specs(
+def _municipality_specs(
     settings: Settings,
-    session: AsyncSession,
+    title: str,
+    municipalities: Sequence[store.Municipality],
     window: Sequence[store.FeedArticle],
-    mentions: Mentions,
+    mentions: Mentions | None,
 ) -> list[FeedSpec]:
-    title, home = await site_title(settings, session), settings.link("")
-    municipalities = await store.municipalities(session)
+    if not municipalities:
+        return []
+    mentions, home = mentions or Mentions(), settings.link("")
     recent = window[:MUNICIPALITY_SCAN]
     about: dict[int, list[store.FeedArticle]] = defaultdict(list)
     for article, ids in zip(recent, mentions.of(municipalities, recent), strict=True):
