@@ -71,18 +71,24 @@ def article_rows(count: int, places: list[str], seed: int = 7) -> list[dict[str,
 
 
 async def fill(
-    settings: Settings, articles: int, municipalities: list[tuple[str, str | None]]
+    settings: Settings,
+    articles: int,
+    municipalities: list[tuple[str, str | None]],
+    *,
+    topics: bool = True,
 ) -> None:
-    """A migrated store with `articles` articles (a topic or two each) and municipalities."""
+    """A migrated store with `articles` articles (a topic or two each, unless not `topics`)
+    and municipalities."""
     engine = store.create_engine(settings.database_url)
     await store.upgrade(engine)
     sessions = store.session_factory(engine)
     names = [name.split(" ", 1)[-1] for name, _ in municipalities]
     rows = article_rows(articles, names)
-    topics = [
+    tagged = [
         {"article_id": row["id"], "topic": TOPICS[(row["id"] + k) % len(TOPICS)]}
         for row in rows
         for k in range(1 + row["id"] % 2)
+        if topics
     ]
     now = datetime(2026, 1, 1, tzinfo=UTC)
     subscribers = [
@@ -100,8 +106,8 @@ async def fill(
     async with sessions() as session, session.begin():
         for start in range(0, len(rows), 2000):
             await session.execute(insert(store.Article), rows[start : start + 2000])
-        if topics:
-            await session.execute(insert(store.ArticleTopic), topics)
+        if tagged:
+            await session.execute(insert(store.ArticleTopic), tagged)
         if subscribers:
             await session.execute(insert(store.Subscriber), subscribers)
     await engine.dispose()

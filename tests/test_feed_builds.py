@@ -4,13 +4,14 @@ those equal what a build from scratch makes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
 
-from service import feeds, store
+from service import feeds, ingest, store
 from service.config import Settings
 
 from .helpers import add_article, import_demo
@@ -163,3 +164,26 @@ async def test_a_build_by_another_process_in_between_makes_this_one_render_all(
 
     assert (settings.feeds_dir / "artikel.atom").exists()
     assert report.changed == ["artikel.atom"]
+
+
+async def test_a_topic_older_than_the_newest_thousand_articles_keeps_its_feed(
+    sessions, settings, engine
+):
+    """The build reads the newest 1,000 articles once; a topic feed that reaches further
+    back gets its articles by a query of its own."""
+    older = [
+        {"title": f"Alt {i}", "teaser": f"a{i}", "place": "Bonn", "published": "2020-01-01"}
+        for i in range(2)
+    ]
+    for item in older:
+        item["topics"] = ["Archiv"]
+    newer = [
+        {"title": f"Neu {i}", "teaser": f"n{i}", "place": "Bonn", "published": "2024-01-01"}
+        for i in range(feeds.MUNICIPALITY_SCAN)
+    ]
+    await ingest.save(sessions, ingest.parse_json(json.dumps(older + newer)))
+
+    await _build(settings, engine, sessions)
+
+    archive = (settings.feeds_dir / "themen/archiv.json").read_text("utf-8")
+    assert sorted(item["title"] for item in json.loads(archive)["items"]) == ["Alt 0", "Alt 1"]

@@ -75,7 +75,11 @@ async def feed_specs(
     home = settings.link("")
     size = settings.feed_size
     scan = max(size, MUNICIPALITY_SCAN)
-    window = await store.feed_articles(session, scan)
+    # One more than the window: when it does not come, the window holds every article and
+    # no topic feed needs a query of its own.
+    window = await store.feed_articles(session, scan + 1)
+    complete = len(window) <= scan
+    window = window[:scan]
     specs = [
         FeedSpec(
             stem=MAIN_FEED,
@@ -91,7 +95,7 @@ async def feed_specs(
             by_topic[topic].append(article)
     for topic, slug in (await store.topic_slugs(session)).items():
         about = by_topic[topic]
-        if len(about) < size and len(window) == scan:  # older ones may be missing
+        if len(about) < size and not complete:  # older ones may be missing
             about = await store.feed_articles(session, size, topic=topic)
         specs.append(
             FeedSpec(
