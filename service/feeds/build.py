@@ -98,9 +98,10 @@ async def _unchanged(
 ) -> tuple[str, dict[str, object]]:
     """The store's fingerprint now, and what the last build recorded."""
     async with sessions() as session:
-        fingerprint = await store.feeds_fingerprint(session, settings_parts(settings))
-        recorded = json.loads(await store.get_fact(session, FINGERPRINT_FACT) or "{}")
-    return fingerprint, recorded
+        fingerprint, fact = await store.fingerprint_and_fact(
+            session, settings_parts(settings), FINGERPRINT_FACT
+        )
+    return fingerprint, json.loads(fact or "{}")
 
 
 async def _build(

@@ -84,6 +84,7 @@ from service.store.feed_rows import (
     Municipality,
     feed_articles,
     feeds_fingerprint,
+    fingerprint_and_fact,
     municipalities,
 )
 from service.store.history import (
@@ -248,6 +249,7 @@ __all__ = [
     "feeds_fingerprint",
     "feeds_version",
     "find_deliveries",
+    "fingerprint_and_fact",
     "finish_confirmation",
     "finish_delivery",
     "forget_failed_sign_ins",
