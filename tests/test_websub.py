@@ -3,16 +3,20 @@ feed, retried while the hub refuses; the hub stand-in is a real HTTP server on l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from service import feeds, metrics, scheduler
+from service.config import load_settings
+from service.errors import ConfigurationError
 
 from .helpers import add_article, serving, wait_until
 
@@ -106,3 +110,16 @@ async def test_without_a_hub_a_build_pings_nothing_and_names_no_hub(settings, en
     assert refresher._pings == set()
     for name in ("artikel.xml", "artikel.atom", "artikel.json"):
         assert "hub" not in (settings.feeds_dir / name).read_text("utf-8")
+
+
+def test_a_hub_that_is_no_http_url_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("PARTNERPOST_WEBSUB_HUB", "hub.example.org/ohne-schema")
+    with pytest.raises(ConfigurationError, match=re.escape("PARTNERPOST_WEBSUB_HUB='hub.ex")):
+        load_settings(_env_file=None)
+
+
+def test_a_hub_url_is_taken_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PARTNERPOST_WEBSUB_HUB", "https://hub.example.org/")
+    assert load_settings(_env_file=None).hub_url == "https://hub.example.org/"
+    monkeypatch.delenv("PARTNERPOST_WEBSUB_HUB")
+    assert load_settings(_env_file=None).hub_url is None
