@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     feed_max_age: int = Field(
         default=300, ge=0, description="Cache-Control max-age of feed responses, in seconds."
     )
+    websub_hub: AnyHttpUrl | None = Field(
+        default=None,
+        description="WebSub hub announced in every feed and told of each changed feed; "
+        "unset: no hub.",
+    )
     feeds_check_seconds: int = Field(
         default=30, ge=1, description="How often the scheduler checks whether feeds are stale."
     )
@@ -363,6 +368,11 @@ class Settings(BaseSettings):
     @property
     def mail_domain(self) -> str:
         return parseaddr(self.mail_from)[1].rsplit("@", 1)[1]
+
+    @property
+    def hub_url(self) -> str | None:
+        """The WebSub hub as feeds name it, or None."""
+        return str(self.websub_hub) if self.websub_hub is not None else None
 
     @property
     def public_url(self) -> str:

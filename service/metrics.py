@@ -37,6 +37,12 @@ SMTP_SEND_SECONDS = Histogram(
     buckets=_SECONDS,
     registry=REGISTRY,
 )
+WEBSUB_PINGS = Counter(
+    "partnerpost_websub_pings_total",
+    "Publish pings sent to the WebSub hub, by outcome (sent, retried, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 FEED_BUILD_SECONDS = Histogram(
     "partnerpost_feed_build_seconds",
     "Duration of a feed build.",

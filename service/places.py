@@ -1,16 +1,36 @@
 """Places: which municipality an article is about, by the place names it mentions.
 
 Owns the names a municipality and its partner go by in articles (without "Stadt",
-"Landkreis", ...) and how prominently an article mentions them. Owns no data; imports
-`store` (for the `Subscriber` and `Article` rows it reads).
+"Landkreis", ...) and how prominently an article mentions them. Owns no data and imports
+none of partnerpost's modules (it reads anything shaped like a subscriber or an article).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
-from service import store
+
+class Named(Protocol):
+    """A municipality as far as its place names go (a `Subscriber`, a `store.Municipality`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def partner(self) -> str | None: ...
+
+
+class Mentioning(Protocol):
+    """The parts of an article that can mention a place."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def teaser(self) -> str: ...
+    @property
+    def body(self) -> str | None: ...
+
 
 _MUNICIPALITY_PREFIXES = re.compile(
     r"^(?:(?:Landeshauptstadt|Hansestadt|Universitätsstadt|Lutherstadt|Kreisstadt|"
@@ -20,7 +40,7 @@ _MUNICIPALITY_PREFIXES = re.compile(
 )
 
 
-def place_names(subscriber: store.Subscriber) -> list[str]:
+def place_names(subscriber: Named) -> list[str]:
     """The names an article would use for the municipality and its partner."""
     names = [_MUNICIPALITY_PREFIXES.sub("", subscriber.name).strip()]
     if subscriber.partner:
@@ -28,7 +48,7 @@ def place_names(subscriber: store.Subscriber) -> list[str]:
     return [n for n in names if len(n) >= 3]
 
 
-def mention_score(article: store.Article, names: Sequence[str]) -> int:
+def mention_score(article: Mentioning, names: Sequence[str]) -> int:
     """How prominently an article mentions these places: 0 not at all; a title counts
     more than the teaser, the teaser more than the body. Image captions do not count: a
     photo taken in Leipzig does not make an article news about Leipzig."""

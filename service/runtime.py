@@ -60,6 +60,7 @@ class Runtime:
             self.stopped_in_time = await self._stop_within_grace()
             self.scheduler.shutdown(wait=False)
             await self.refresher.wait_idle()
+            await self.refresher.stop_pings()
         finally:
             await self.transport.close()
 

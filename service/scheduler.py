@@ -43,11 +43,13 @@ class FeedRefresher:
         self._sessions = sessions
         self._lock = asyncio.Lock()
         self._built_version: str | None = None
+        self._pings: set[asyncio.Task[int]] = set()
         self.last_build: datetime | None = None
 
     async def _version(self) -> str:
         async with self._sessions() as session:
-            return await store.feeds_version(session)
+            # The build's own fingerprint: it moves with everything a feed shows.
+            return await store.feeds_fingerprint(session, feeds.settings_parts(self._settings))
 
     async def wait_idle(self) -> None:
         """Wait for a build in progress, so it is done before its engine is closed (a job
@@ -67,7 +69,25 @@ class FeedRefresher:
             if report is not None:
                 self._built_version = version
                 self.last_build = datetime.now(UTC)
+                self._announce(report)
             return report
+
+    def _announce(self, report: feeds.BuildReport) -> None:
+        """Tell the WebSub hub (if any) of the changed feeds, in the background: a slow or
+        refusing hub never holds up or fails a build."""
+        hub = self._settings.hub_url
+        if hub is None or not report.changed:
+            return
+        urls = [self._settings.link(f"feeds/{path}") for path in report.changed]
+        task = asyncio.create_task(feeds.websub.publish(hub, urls))
+        self._pings.add(task)
+        task.add_done_callback(self._pings.discard)
+
+    async def stop_pings(self) -> None:
+        """Cancel pings still retrying (at shutdown)."""
+        for task in list(self._pings):
+            task.cancel()
+        await asyncio.gather(*self._pings, return_exceptions=True)
 
 
 async def _run_digest(runner: digest.DigestRunner) -> None:

@@ -1,13 +1,24 @@
 """Feed build: one build of every feed under the store's feeds lock, refusing to rewrite
 feeds made for another public URL.
 
+A build first asks the store for a fingerprint of everything feeds show (`store.
+feeds_fingerprint` plus the settings that change output); when it equals the one recorded by
+the last build, nothing is read or rendered. Otherwise it decides every spec, and renders only
+the specs whose content changed since this process last built (a spec's signature: its
+name, titles and its articles' ids and edit times), provided the store's feeds are still
+the ones this process built; `write_feeds` gets what was rendered and every path wanted.
+
 Imports `config`, `errors`, `metrics`, `store` and the other `feeds` modules.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import weakref
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,13 +26,54 @@ from service import metrics, store
 from service.config import Settings
 from service.errors import FeedsBaseUrlChangedError
 from service.feeds.files import BuildReport, write_feeds
-from service.feeds.render import MUNICIPALITIES_DIR, TOPICS_DIR, render_all
-from service.feeds.specs import feed_specs
+from service.feeds.fragments import render_all
+from service.feeds.render import FORMATS, MUNICIPALITIES_DIR, TOPICS_DIR, FeedSpec
+from service.feeds.specs import Mentions, feed_specs
 
 log = logging.getLogger(__name__)
 
 # Site fact: the public URL the current feeds link to.
 BASE_URL_FACT = "feeds_base_url"
+# Site fact: the fingerprint the current feeds were built from, and how many files they are.
+FINGERPRINT_FACT = "feeds_fingerprint"
+# Bump when rendering changes, so stores built by an older version rebuild once.
+RENDERING = "2"
+
+
+@dataclass
+class _Built:
+    """What this process last built into a store: its fingerprint and each spec's
+    signature, and the mentions it found."""
+
+    fingerprint: str = ""
+    signatures: dict[str, str] = field(default_factory=dict)
+    mentions: Mentions = field(default_factory=Mentions)
+
+
+# One record per engine, gone with the engine.
+_BUILT: weakref.WeakKeyDictionary[AsyncEngine, _Built] = weakref.WeakKeyDictionary()
+
+
+def settings_parts(settings: Settings) -> tuple[str, ...]:
+    """The settings a feed's bytes depend on."""
+    return (
+        RENDERING,
+        settings.public_url,
+        settings.site_title,
+        settings.feed_author,
+        str(settings.feed_size),
+        settings.hub_url or "",
+    )
+
+
+def _signature(spec: FeedSpec, settings: tuple[str, ...]) -> str:
+    """What a spec's bytes depend on: the settings, its names and its articles' versions."""
+    digest = hashlib.sha256("\0".join(settings).encode())
+    digest.update(f"\0{spec.stem}\0{spec.title}\0{spec.description}\0".encode())
+    digest.update(spec.home_url.encode())
+    for article in spec.articles:
+        digest.update(f"\0{article.id}@{article.updated_at.isoformat()}".encode())
+    return digest.hexdigest()
 
 
 async def _check_base_url(
@@ -41,6 +93,47 @@ async def _check_base_url(
         await store.set_fact(session, BASE_URL_FACT, settings.public_url)
 
 
+async def _unchanged(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[str, dict[str, object]]:
+    """The store's fingerprint now, and what the last build recorded."""
+    async with sessions() as session:
+        fingerprint, fact = await store.fingerprint_and_fact(
+            session, settings_parts(settings), FINGERPRINT_FACT
+        )
+    return fingerprint, json.loads(fact or "{}")
+
+
+async def _build(
+    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> BuildReport:
+    fingerprint, recorded = await _unchanged(settings, sessions)
+    if recorded.get("fingerprint") == fingerprint:
+        return BuildReport(unchanged=int(str(recorded.get("files", 0))))
+    built = _BUILT.get(engine) or _Built()
+    if built.fingerprint != recorded.get("fingerprint"):  # another process built since
+        built.signatures = {}
+    async with sessions() as session:
+        specs = await feed_specs(settings, session, built.mentions)
+    parts = settings_parts(settings)
+    signatures = {spec.stem: _signature(spec, parts) for spec in specs}
+    changed = [spec for spec in specs if built.signatures.get(spec.stem) != signatures[spec.stem]]
+    wanted = {f"{spec.stem}{suffix}" for spec in specs for suffix in FORMATS}
+    report = await write_feeds(
+        settings,
+        render_all(settings, changed, settings.hub_url),
+        wanted,
+        prune=(TOPICS_DIR, MUNICIPALITIES_DIR),
+        sessions=sessions,
+    )
+    report.unchanged += (len(specs) - len(changed)) * len(FORMATS)
+    async with sessions() as session, session.begin():
+        record = {"fingerprint": fingerprint, "files": len(wanted)}
+        await store.set_fact(session, FINGERPRINT_FACT, json.dumps(record))
+    _BUILT[engine] = _Built(fingerprint, signatures, built.mentions)
+    return report
+
+
 async def build_feeds(
     settings: Settings,
     engine: AsyncEngine,
@@ -56,19 +149,20 @@ async def build_feeds(
     unless `force` (the server's own builds force: its settings are the live ones).
     """
     started = time.perf_counter()
+    # Read-only and before the lock: when the store still shows what the last build (for
+    # this public URL: it is part of the fingerprint) recorded, there is nothing to do.
+    fingerprint, recorded = await _unchanged(settings, sessions)
+    if recorded.get("fingerprint") == fingerprint:
+        report = BuildReport(unchanged=int(str(recorded.get("files", 0))))
+        report.seconds = time.perf_counter() - started
+        log.debug("feeds unchanged (%d files)", report.unchanged)
+        return report
     async with store.exclusive(engine, "feeds", wait=wait) as acquired:
         if not acquired:
             log.info("feed build skipped: another process holds the feeds lock")
             return None
         await _check_base_url(settings, sessions, force=force)
-        async with sessions() as session:
-            specs = await feed_specs(settings, session)
-        report = await write_feeds(
-            settings,
-            render_all(settings, specs),
-            prune=(TOPICS_DIR, MUNICIPALITIES_DIR),
-            sessions=sessions,
-        )
+        report = await _build(settings, engine, sessions)
     report.seconds = time.perf_counter() - started
     metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(

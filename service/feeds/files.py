@@ -76,12 +76,14 @@ def export_feeds(
 def _stale_files(folder: Path, keep: Collection[str], prune: Sequence[str]) -> list[str]:
     """Feed files in the export's `prune` folders that are not kept (left by an export
     made while the store said otherwise, e.g. by a process that was stopped)."""
+    # Compared as names listed as strings: resolving, globbing and sorting 30,000 `Path`s
+    # took seconds.
     stale = []
     for sub in prune:
         directory = folder / sub
-        for path in sorted(directory.glob("*")) if directory.is_dir() else []:
-            name = f"{sub.rstrip('/')}/{path.name}"
-            if path.suffix in FORMATS and name not in keep:
+        for file in sorted(os.listdir(directory)) if directory.is_dir() else []:
+            name = f"{sub.rstrip('/')}/{file}"
+            if os.path.splitext(file)[1] in FORMATS and name not in keep:
                 stale.append(name)
     return stale
 

@@ -1,7 +1,8 @@
 """Feed rendering: one feed spec into RSS 2.0, Atom 1.0 or JSON Feed 1.1 bytes.
 
-Owns the feed names and formats, what a feed entry says, and the three renderers.
-Imports `config`, `store` (the `Article` record) and `text`.
+Owns the feed names and formats, what a feed entry says, and the three renderers built on
+feedgen: builds assemble feeds from entry fragments (`fragments`), and these renderers are
+the reference the fragments are held to. Imports `clock`, `config` and `text`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from feedgen.feed import FeedGenerator
 
-from service import store
 from service.clock import BERLIN
 from service.config import Settings
 from service.text import XML_FORBIDDEN
@@ -32,13 +32,44 @@ FORMATS = {
     ".json": "application/feed+json; charset=utf-8",
 }
 DEFAULT_TITLE = "Kommunalpartnerschaften mit der Ukraine"
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def xml_safe(value: str) -> str:
     """XML 1.0 forbids control characters; stored text should not hold them, but a feed must
     never break."""
     return XML_FORBIDDEN.sub("", value)
+
+
+class FeedItem(Protocol):
+    """What a feed entry is made of: a stored `Article`, or the lighter `store.FeedArticle`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def guid(self) -> str: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def teaser(self) -> str: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def published_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def image_caption(self) -> str | None: ...
+    @property
+    def image_url(self) -> str | None: ...
+    @property
+    def source_url(self) -> str | None: ...
+    @property
+    def source_id(self) -> int | None: ...
+    @property
+    def topics(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
@@ -49,14 +80,14 @@ class FeedSpec:
     title: str
     description: str
     home_url: str
-    articles: Sequence[store.Article]
+    articles: Sequence[FeedItem]
 
 
-def article_url(settings: Settings, article: store.Article) -> str:
+def article_url(settings: Settings, article: FeedItem) -> str:
     return settings.link(f"artikel/{article.slug}")
 
 
-def source_host(article: store.Article) -> str:
+def source_host(article: FeedItem) -> str:
     """The site an article polled from a source came from, as "Quelle: ..." names it."""
     return urlsplit(article.source_url or "").hostname or article.source_url or ""
 
@@ -65,7 +96,8 @@ def feed_url(settings: Settings, stem: str, suffix: str) -> str:
     return settings.link(f"feeds/{stem}{suffix}")
 
 
-def _content_html(settings: Settings, article: store.Article) -> str:
+def content_html(settings: Settings, article: FeedItem, url: str | None = None) -> str:
+    """The entry's HTML content; `url` is the article's URL when the caller has it."""
     parts = []
     if article.image_url:
         alt = html.escape(article.image_caption or "", quote=True)
@@ -83,13 +115,13 @@ def _content_html(settings: Settings, article: store.Article) -> str:
     if article.source_id is not None and article.source_url:
         original = html.escape(article.source_url, quote=True)
         parts.append(f'<p>Quelle: <a href="{original}">{html.escape(source_host(article))}</a></p>')
-    link = html.escape(article_url(settings, article), quote=True)
+    link = html.escape(url or article_url(settings, article), quote=True)
     parts.append(f'<p><a href="{link}">Weiterlesen</a></p>')
     return xml_safe("".join(parts))
 
 
-def _last_change(articles: Sequence[store.Article]) -> datetime:
-    return max((a.updated_at for a in articles), default=_EPOCH)
+def _last_change(articles: Sequence[FeedItem]) -> datetime:
+    return max((a.updated_at for a in articles), default=EPOCH)
 
 
 def _generator(settings: Settings, spec: FeedSpec, suffix: str) -> FeedGenerator:
@@ -119,7 +151,7 @@ def _generator(settings: Settings, spec: FeedSpec, suffix: str) -> FeedGenerator
         entry.updated(article.updated_at.astimezone(BERLIN))
         entry.summary(xml_safe(article.teaser))
         entry.description(xml_safe(article.teaser))
-        entry.content(_content_html(settings, article), type="html")
+        entry.content(content_html(settings, article), type="html")
         for topic in article.topics:
             entry.category(term=xml_safe(topic))
     return generator
@@ -146,7 +178,7 @@ def render_json(settings: Settings, spec: FeedSpec) -> bytes:
             "url": article_url(settings, article),
             "title": xml_safe(article.title),
             "summary": xml_safe(article.teaser),
-            "content_html": _content_html(settings, article),
+            "content_html": content_html(settings, article),
             "date_published": article.published_at.astimezone(BERLIN).isoformat(),
             "date_modified": article.updated_at.astimezone(BERLIN).isoformat(),
         }
@@ -171,12 +203,3 @@ def render_json(settings: Settings, spec: FeedSpec) -> bytes:
 
 
 RENDERERS = {".xml": render_rss, ".atom": render_atom, ".json": render_json}
-
-
-def render_all(settings: Settings, specs: Sequence[FeedSpec]) -> dict[str, bytes]:
-    """Every format of each spec, keyed by its path below the feeds folder."""
-    return {
-        f"{spec.stem}{suffix}": render(settings, spec)
-        for spec in specs
-        for suffix, render in RENDERERS.items()
-    }
