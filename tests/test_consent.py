@@ -253,7 +253,10 @@ async def test_show_export_and_forget_an_address_on_the_command_line(
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(store.Subscriber)) == 0
         counts = await store.anonymous_counts(session)
-    assert counts == {"erasures": 1, f"deliveries:{period.key}:pending": 1}
+    # The running app's sender may have taken the row meanwhile (nothing new: "empty").
+    state = next(key for key in counts if key.startswith(f"deliveries:{period.key}:"))
+    assert state.rsplit(":", 1)[1] in {"pending", "empty"}
+    assert counts == {"erasures": 1, state: 1}
     code, _, err = await cli(mail_settings, "subscribers", "export", EMAIL)
     assert code == 1 and "no address" in err
 

@@ -137,11 +137,13 @@ async def test_head_on_an_article_and_a_feed(demo, client, settings):
         for line in index.text.splitlines()
         if "/artikel/" in line and "<h2>" in line
     ).removeprefix(str(settings.base_url).rstrip("/"))
-    feed_file = settings.feeds_dir / "artikel.atom"
-    # the scheduler builds the feeds within a second or two
-    await wait_until(
-        lambda: feed_file.exists() and b"<entry>" in feed_file.read_bytes(), 10, what="a feed"
-    )
+
+    # the scheduler builds the feeds and the server loads them within a second or two
+    async def feed_served() -> bool:
+        answer = await client.get("/feeds/artikel.atom")
+        return answer.status_code == 200 and b"<entry>" in answer.content
+
+    await wait_until(feed_served, 10, 0.1, what="a feed")
 
     article = await client.head(article_path)
     feed_get = await client.get("/feeds/artikel.atom")
