@@ -46,7 +46,8 @@ and noisy, so a ratio against a floor measured a minute earlier says more than a
 figure. Floors: nginx (Debian's `nginx-light`) serving the same bytes for the HTTP rows, with
 `wrk` as the client; feedgen alone for the feed build; aiosmtplib alone for sending, into
 postfix's `smtp-sink`; a bare `python -c pass` for the CLI start. Each script's docstring says
-exactly what it runs; `make bench` runs them all (a few minutes) and rewrites this file.
+exactly what it runs; `make bench` runs them all (a few minutes) and rewrites the table
+above, keeping the rest of this file.
 The test suite runs each script once at a toy size (`--tiny`) to keep them working; no test
 asserts a time.
 """
@@ -110,14 +111,27 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_document(rows: list[dict[str, Any]], seconds: float) -> str:
+TABLE_START = "<!-- bench table: written by `make bench` -->"
+TABLE_END = "<!-- end of bench table -->"
+
+
+def render_measurement(rows: list[dict[str, Any]], seconds: float) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     return (
-        "# Performance\n\n"
+        f"{TABLE_START}\n"
         f"Measured {when} on {machine} by `make bench` ({seconds:.0f} s in all).\n\n"
-        f"{render_table(rows)}\n\n{METHOD}"
+        f"{render_table(rows)}\n{TABLE_END}"
     )
+
+
+def render_document(rows: list[dict[str, Any]], seconds: float, previous: str | None) -> str:
+    """The document with a fresh table; what was written around the table is kept."""
+    measurement = render_measurement(rows, seconds)
+    if previous and TABLE_START in previous and TABLE_END in previous:
+        before, rest = previous.split(TABLE_START, 1)
+        return before + measurement + rest.split(TABLE_END, 1)[1]
+    return f"# Performance\n\n{measurement}\n\n{METHOD}"
 
 
 def main() -> None:
@@ -135,7 +149,9 @@ def main() -> None:
             print(json.dumps(row, ensure_ascii=False), flush=True)
             rows.append(row)
     if output is not None:
-        output.write_text(render_document(rows, time.perf_counter() - started), encoding="utf-8")
+        previous = output.read_text(encoding="utf-8") if output.exists() else None
+        document = render_document(rows, time.perf_counter() - started, previous)
+        output.write_text(document, encoding="utf-8")
         print(f"wrote {output}", file=sys.stderr)
 
 

@@ -107,6 +107,26 @@ def test_the_table_lists_every_row_with_its_goal() -> None:
     assert RUNNER.parse_rows(printed) == rows
 
 
+def test_a_new_table_keeps_what_was_written_around_the_old_one() -> None:
+    row = {
+        "bench": "ingest",
+        "work": "ingest 10,000 articles",
+        "value": 6000.0,
+        "unit": "articles/s",
+        "floor": None,
+        "floor_name": None,
+        "ratio": None,
+        "goal": "value >= 5000",
+        "met": True,
+    }
+    first = RUNNER.render_document([row], 12.0, None)
+    edited = first.replace("# Performance\n", "# Performance\n\nIntro by hand.\n") + "\nBounds.\n"
+    second = RUNNER.render_document([{**row, "value": 7000.0}], 13.0, edited)
+    assert "Intro by hand." in second and second.endswith("\nBounds.\n")
+    assert "7,000 articles/s" in second and "6,000 articles/s" not in second
+    assert second.count(RUNNER.TABLE_START) == 1
+
+
 def test_make_bench_runs_every_script_in_the_table_order() -> None:
     scripts = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
     assert set(RUNNER.SCRIPTS) <= set(scripts)
