@@ -3,7 +3,11 @@ and never for token pages."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+
+from service import store
 
 from .helpers import AUTH, add_article, wait_until
 
@@ -60,3 +64,25 @@ async def test_error_and_token_pages_are_not_cached(client):
     for path in ("/artikel/gibt-es-nicht", "/abmelden/kein-token", "/verwaltung/anmelden"):
         response = await client.get(path)
         assert "etag" not in response.headers, path
+
+
+async def test_an_edit_stamped_before_the_newest_change_still_shows(client, sessions):
+    """Regression: the site version took max(updated_at), so an edit by a replica whose
+    clock is behind (or by a transaction that read the clock long before it committed)
+    never reached the cached pages."""
+    async with sessions() as session:
+        articles = await store.newest_articles(session, 50)
+    newest = max(articles, key=lambda a: a.updated_at)
+    edited = next(a for a in articles if a.id != newest.id)
+    path = f"/artikel/{edited.slug}"
+    assert (await client.get(path)).status_code == 200  # now cached
+    async with sessions() as session, session.begin():
+        article = await store.article_by_id(session, edited.id)
+        assert article is not None
+        earlier = newest.updated_at - timedelta(milliseconds=1)
+        assert store.edit_article(article, article.title, "Zweite Fassung", article.topics, earlier)
+
+    async def shown() -> bool:
+        return "Zweite Fassung" in (await client.get(path)).text
+
+    await wait_until(shown, 10, 0.1, what="the edited teaser on the article page")
