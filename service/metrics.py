@@ -55,6 +55,12 @@ FEED_RESPONSES = Counter(
     ["status"],
     registry=REGISTRY,
 )
+PAGE_RESPONSES = Counter(
+    "partnerpost_page_responses",
+    "Cacheable public pages this process answered, by source (cache, render).",
+    ["source"],
+    registry=REGISTRY,
+)
 DIGEST_RUN_SECONDS = Histogram(
     "partnerpost_digest_run_seconds",
     "Duration of a digest run (planning and sending).",

@@ -43,7 +43,8 @@ class FeedRefresher:
         self._sessions = sessions
         self._lock = asyncio.Lock()
         self._built_version: str | None = None
-        self._pings: set[asyncio.Task[int]] = set()
+        self._pings: set[asyncio.Task[None]] = set()  # at most one pinger
+        self._unpinged: set[str] = set()  # changed feed URLs the pinger has yet to send
         self.last_build: datetime | None = None
 
     async def _version(self) -> str:
@@ -78,10 +79,20 @@ class FeedRefresher:
         hub = self._settings.hub_url
         if hub is None or not report.changed:
             return
-        urls = [self._settings.link(f"feeds/{path}") for path in report.changed]
-        task = asyncio.create_task(feeds.websub.publish(hub, urls))
-        self._pings.add(task)
-        task.add_done_callback(self._pings.discard)
+        self._unpinged.update(self._settings.link(f"feeds/{path}") for path in report.changed)
+        if not self._pings:  # else the running pinger takes these up when its round ends
+            task = asyncio.create_task(self._ping(hub))
+            self._pings.add(task)
+            task.add_done_callback(self._pings.discard)
+
+    async def _ping(self, hub: str) -> None:
+        """Ping the hub for the changed feeds in rounds, one at a time: feeds that change
+        again while a round runs are pinged once more after it, not once per build (a slow
+        or refusing hub would otherwise collect a full set of retrying pings per build)."""
+        while self._unpinged:
+            urls = sorted(self._unpinged)
+            self._unpinged.clear()
+            await feeds.websub.publish(hub, urls)
 
     async def stop_pings(self) -> None:
         """Cancel pings still retrying (at shutdown)."""

@@ -523,9 +523,12 @@ class Served:
 
 
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, *args: str, seconds: float = 60) -> Iterator[Served]:
+def serve(
+    env: dict[str, str], cwd: Path, *args: str, seconds: float = 60, group: bool = False
+) -> Iterator[Served]:
     """`partnerpost serve ARGS` on a free loopback port, once it answers; stopped with
-    SIGINT (killed if it hangs) unless the test stopped it."""
+    SIGINT (killed if it hangs) unless the test stopped it. With `group` it leads a process
+    group of its own, as a shell's foreground job does (Ctrl-C signals the whole group)."""
     port = free_port()
     log = cwd / f"serve-{port}.log"
     with log.open("wb") as output:
@@ -535,6 +538,7 @@ def serve(env: dict[str, str], cwd: Path, *args: str, seconds: float = 60) -> It
             cwd=cwd,
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=group,
         )
     served = Served(f"http://127.0.0.1:{port}", process, log)
     try:

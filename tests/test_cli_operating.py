@@ -3,6 +3,7 @@ feeds link to, a busy port, a stop request. Real subprocesses, as operators run 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from pathlib import Path
@@ -133,6 +134,47 @@ def test_serve_with_two_workers_forks_two_servers_of_one_port_and_stops_them_all
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0, served.text()
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _gone(pids: set[int]) -> bool:
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def _two_workers(tmp_path: Path, group: bool = False):
+    assert _run(tmp_path, "ingest", str(DEMO)).returncode == 0
+    return serve(environment({}), tmp_path, "--workers", "2", group=group)
+
+
+def test_workers_of_a_killed_serve_stop_too(tmp_path):
+    """Regression: a SIGKILLed parent left its workers serving the port as orphans."""
+    with _two_workers(tmp_path) as served:
+        workers = _children(served.process.pid)
+        served.process.kill()
+        served.process.wait()
+        wait_until_blocking(lambda: _gone(workers), 30, 0.2, "the orphaned workers' end")
+
+
+def test_a_worker_that_dies_stops_serve_with_its_failure(tmp_path):
+    """Regression: a worker killed (the OOM killer, a crash) left serve running on fewer
+    workers without a word, and exiting 247 when stopped at last."""
+    with _two_workers(tmp_path) as served:
+        first, second = sorted(_children(served.process.pid))
+        os.kill(first, signal.SIGKILL)
+        assert served.process.wait(timeout=30) == 128 + signal.SIGKILL, served.text()
+        wait_until_blocking(lambda: _gone({second}), 30, 0.2, "the other worker's end")
+    assert "worker" in served.text() and str(first) in served.text()
+
+
+def test_ctrl_c_stops_every_worker_gracefully(tmp_path):
+    """Regression: Ctrl-C signals the whole process group, so each worker got SIGINT from
+    the terminal and again from serve: uvicorn took the second as 'force exit' and cut
+    the app's shutdown short (a CancelledError in the lifespan)."""
+    with _two_workers(tmp_path, group=True) as served:
+        os.killpg(served.process.pid, signal.SIGINT)
+        assert served.process.wait(timeout=30) == 0, served.text()
+    log = served.text()
+    assert log.count("Application shutdown complete") == 2, log
+    assert "CancelledError" not in log
 
 
 def test_log_lines_never_show_a_database_password(plain_settings, capsys):

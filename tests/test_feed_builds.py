@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ async def test_a_build_that_finds_nothing_changed_renders_nothing(sessions, sett
 async def _edit_article(sessions, settings):
     await add_article(sessions, "Neu", "2024-05-01", teaser="erste Fassung")
     await add_article(sessions, "Neu", "2024-05-01", teaser="zweite Fassung")
+
+
+async def _edit_article_with_an_earlier_clock(sessions, settings):
+    """An edit stamped before the newest `updated_at`: a replica whose clock is behind, or
+    a transaction that read the clock long before it committed (a slow ingest)."""
+    async with sessions() as session, session.begin():
+        articles = await store.newest_articles(session, 50)
+        newest = max(articles, key=lambda a: a.updated_at)
+        article = next(a for a in articles if a.id != newest.id)
+        earlier = newest.updated_at - timedelta(milliseconds=1)
+        assert store.edit_article(article, article.title, "zweite Fassung", article.topics, earlier)
 
 
 async def _hide_article(sessions, settings):
@@ -91,6 +103,7 @@ def _setting(**changes):
     "change",
     [
         _edit_article,
+        _edit_article_with_an_earlier_clock,
         _hide_article,
         _add_article,
         _add_municipality,

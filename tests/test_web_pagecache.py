@@ -3,7 +3,11 @@ and never for token pages."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+
+from service import metrics, store
 
 from .helpers import AUTH, add_article, wait_until
 
@@ -60,3 +64,61 @@ async def test_error_and_token_pages_are_not_cached(client):
     for path in ("/artikel/gibt-es-nicht", "/abmelden/kein-token", "/verwaltung/anmelden"):
         response = await client.get(path)
         assert "etag" not in response.headers, path
+
+
+async def test_an_edit_stamped_before_the_newest_change_still_shows(client, sessions):
+    """Regression: the site version took max(updated_at), so an edit by a replica whose
+    clock is behind (or by a transaction that read the clock long before it committed)
+    never reached the cached pages."""
+    async with sessions() as session:
+        articles = await store.newest_articles(session, 50)
+    newest = max(articles, key=lambda a: a.updated_at)
+    edited = next(a for a in articles if a.id != newest.id)
+    path = f"/artikel/{edited.slug}"
+    assert (await client.get(path)).status_code == 200  # now cached
+    async with sessions() as session, session.begin():
+        article = await store.article_by_id(session, edited.id)
+        assert article is not None
+        earlier = newest.updated_at - timedelta(milliseconds=1)
+        assert store.edit_article(article, article.title, "Zweite Fassung", article.topics, earlier)
+
+    async def shown() -> bool:
+        return "Zweite Fassung" in (await client.get(path)).text
+
+    await wait_until(shown, 10, 0.1, what="the edited teaser on the article page")
+
+
+def _renders() -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("partnerpost_page_responses_total", {"source": "render"})
+        or 0.0
+    )
+
+
+async def test_refused_requests_do_not_drop_the_cached_pages(client):
+    """Regression: every request other than GET or HEAD dropped all cached pages, also a
+    refused one (405, 401): anyone could make every page render anew on every request."""
+    await client.get("/")
+    before = _renders()
+    assert (await client.post("/")).status_code == 405
+    assert (await client.post("/api/articles", json=NEW_ARTICLE)).status_code == 401
+    assert (await client.get("/")).status_code == 200
+    assert _renders() == before
+
+
+async def test_query_strings_and_encoded_paths_share_one_cached_page(client, sessions):
+    """Regression: the raw path and query string made the key, so `/?1`, `/?2`, ... (or
+    a slug's letters percent-encoded) each rendered and filled the cache, until real
+    pages no longer fit into it."""
+    async with sessions() as session:
+        (article,) = await store.newest_articles(session, 1)
+    slug = article.slug
+    for path in ("/", f"/artikel/{slug}"):
+        assert (await client.get(path)).status_code == 200
+    before = _renders()
+    for n in range(5):
+        assert (await client.get(f"/?seite={n}")).status_code == 200
+        assert (await client.get(f"/artikel/{slug}?n={n}")).status_code == 200
+    encoded = f"/artikel/%{ord(slug[0]):02X}{slug[1:]}"
+    assert (await client.get(encoded)).status_code == 200
+    assert _renders() == before

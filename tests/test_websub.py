@@ -3,6 +3,7 @@ feed, retried while the hub refuses; the hub stand-in is a real HTTP server on l
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,3 +124,30 @@ def test_a_hub_url_is_taken_from_the_environment(monkeypatch):
     assert load_settings(_env_file=None).hub_url == "https://hub.example.org/"
     monkeypatch.delenv("PARTNERPOST_WEBSUB_HUB")
     assert load_settings(_env_file=None).hub_url is None
+
+
+async def test_builds_while_the_hub_is_slow_ping_each_feed_once_more_not_once_per_build(
+    settings, engine, sessions
+):
+    """Regression: each build started pings of its own, so while the hub hung or refused,
+    every build added a full set of pings (a full build: thousands of URLs, retried for
+    minutes each) and the hub got each feed once per build when it came back."""
+    held = asyncio.Event()
+    taken: list[str] = []
+
+    async def ping(request: Request) -> Response:
+        await held.wait()
+        taken.append(str((await request.form())["hub.url"]))
+        return Response(status_code=202)
+
+    hub = Starlette(routes=[Route("/hub", ping, methods=["POST"])])
+    async with serving(hub) as base:
+        hubbed = settings.model_copy(update={"websub_hub": f"{base}/hub"})
+        refresher = scheduler.FeedRefresher(hubbed, engine, sessions)
+        for n in range(3):
+            await add_article(sessions, f"Neu {n}", f"2024-05-0{n + 1}")
+            assert await refresher.refresh() is not None
+        held.set()
+        await asyncio.wait_for(asyncio.gather(*refresher._pings), 30)  # every ping done
+    main = hubbed.link("feeds/artikel.atom")
+    assert taken.count(main) == 2  # the first build's, then one for the two after it

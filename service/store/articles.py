@@ -35,7 +35,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from service import slugs
 from service.errors import ArticleNotFoundError
-from service.store.base import Base, BigId, UTCDateTime, advisory_xact_lock
+from service.store.base import Base, BigId, UTCDateTime, advisory_xact_lock, time_sums
 from service.store.subscribers import Subscriber
 
 # Feed ids are UUIDs derived from the stable key in this namespace: never change it.
@@ -167,7 +167,7 @@ async def count_articles(session: AsyncSession) -> int:
 async def feeds_version(session: AsyncSession) -> str:
     """A value that changes whenever something feeds show changes: an article is added,
     edited, hidden, shown again or removed, a municipality joins or leaves, the listing
-    heading changes."""
+    heading changes (an edit moves `updated_at`, later or earlier: see `time_sums`)."""
     articles = (
         await session.execute(
             select(
@@ -176,6 +176,7 @@ async def feeds_version(session: AsyncSession) -> str:
                 func.max(Article.updated_at),
                 func.count(Article.hidden_at),
                 func.max(Article.hidden_at),
+                *time_sums(Article.updated_at, session.get_bind().dialect.name),
             )
         )
     ).one()

@@ -25,10 +25,14 @@ from sqlalchemy import (
     Dialect,
     Integer,
     Select,
+    String,
     TypeDecorator,
+    cast,
     event,
+    func,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -106,6 +110,22 @@ class Capabilities:
     def _for(cls, dialect: str) -> Capabilities:
         postgres = dialect == "postgresql"
         return cls(dialect=dialect, skip_locked=postgres, advisory_locks=postgres)
+
+
+def time_sums(column: Any, dialect: str) -> list[Any]:
+    """Aggregates that move whenever any row's `column` (a `UTCDateTime`) changes, whether
+    to a later or an earlier time: exact sums, not floats. A `max()` misses an edit stamped
+    before the newest one (a replica whose clock is behind, a transaction that read the
+    clock long before it committed). PostgreSQL sums the epoch as exact numeric; SQLite
+    (which stores `YYYY-MM-DD HH:MM:SS.ffffff`) sums whole seconds and microseconds apart,
+    each within 64 bits."""
+    if dialect == "postgresql":
+        return [func.sum(func.extract("epoch", column))]
+    text = type_coerce(column, String())
+    return [
+        func.sum(cast(func.strftime("%s", text), Integer)),
+        func.sum(cast(func.substr(text, 21, 6), Integer)),
+    ]
 
 
 # How long a SQLite connection waits for another process's write lock before it fails

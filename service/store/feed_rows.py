@@ -2,8 +2,8 @@
 tells a build nothing it shows has changed.
 
 Owns no table. Rows come back as plain `FeedArticle` records (no ORM identity map or
-relationship loading: a build reads thousands and changes none). Imports `articles` and
-`subscribers`.
+relationship loading: a build reads thousands and changes none). Imports `base`,
+`articles` and `subscribers`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from service.store.articles import LISTING_HEADING, Article, ArticleTopic, SiteFact
+from service.store.base import time_sums
 from service.store.subscribers import Subscriber
 
 
@@ -123,9 +124,10 @@ async def municipalities(session: AsyncSession) -> list[Municipality]:
 
 async def feeds_fingerprint(session: AsyncSession, extra: Sequence[str] = ()) -> str:
     """A digest of everything in the store a feed shows: it changes when an article is
-    added, edited, hidden or shown again (each moves `updated_at`) or removed, when a
-    municipality joins, leaves or is renamed (its name, partner or slug), or the listing
-    heading changes. `extra` adds what the caller knows (settings that change output)."""
+    added, edited, hidden or shown again (each moves `updated_at`, later or earlier) or
+    removed, when a municipality joins, leaves or is renamed (its name, partner or slug),
+    or the listing heading changes. `extra` adds what the caller knows (settings that
+    change output)."""
     return (await fingerprint_and_fact(session, extra))[0]
 
 
@@ -140,6 +142,7 @@ async def fingerprint_and_fact(
     are no municipalities and two when there are (a build that finds nothing changed should
     cost next to nothing)."""
     hidden = Article.hidden_at.is_not(None)
+    stamps = time_sums(Article.updated_at, session.get_bind().dialect.name)
     row = (
         await session.execute(
             select(
@@ -153,11 +156,12 @@ async def fingerprint_and_fact(
                 _fact(LISTING_HEADING),
                 select(func.count(Subscriber.id)).scalar_subquery(),
                 _fact(fact),
+                *stamps,
             )
         )
     ).one()
     digest = hashlib.sha256()
-    for part in (*extra, repr(tuple(row[:8]))):
+    for part in (*extra, repr((*row[:8], *row[10:]))):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     if row[8]:
         query = select(Subscriber.id, Subscriber.name, Subscriber.partner, Subscriber.slug)

@@ -29,8 +29,20 @@ _SUFFIX = {"br": "-br", "gzip": "-gz"}
 _BROTLI_BEST_UP_TO = 256 * 1024
 
 
-@lru_cache(maxsize=512)
+# Header values up to this length have their parsed meaning cached (a few hundred distinct
+# ones at most); longer ones are parsed every time, so a client cannot park megabytes.
+_CACHED_UP_TO = 256
+
+
 def choose_coding(accept_encoding: bytes | None) -> str:
+    """The content coding to answer with (see `_choose_coding`); cached for common values."""
+    if accept_encoding is not None and len(accept_encoding) > _CACHED_UP_TO:
+        return _choose_coding.__wrapped__(accept_encoding)
+    return _choose_coding(accept_encoding)
+
+
+@lru_cache(maxsize=512)
+def _choose_coding(accept_encoding: bytes | None) -> str:
     """The content coding to answer with: `br`, `gzip` or `identity`.
 
     No header: identity. Otherwise the coding with the highest q-value (`x-gzip` is gzip,
@@ -91,8 +103,14 @@ def matches_any(if_none_match: bytes, etag: bytes) -> bool:
     return False
 
 
-@lru_cache(maxsize=512)
 def _http_date(value: bytes) -> float | None:
+    if len(value) > _CACHED_UP_TO:  # no HTTP date is this long
+        return None
+    return _cached_http_date(value)
+
+
+@lru_cache(maxsize=512)
+def _cached_http_date(value: bytes) -> float | None:
     try:
         return parsedate_to_datetime(value.decode("latin-1")).timestamp()
     except (ValueError, TypeError, IndexError):

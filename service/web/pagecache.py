@@ -6,9 +6,12 @@ never the console, token links, the API or an error page), the cached bytes with
 content-derived ETag (304 on `If-None-Match`, gzip and brotli like the feeds), and when
 they are dropped: when the store's site version moves (articles, municipalities, listing
 heading, sent digests; polled every `feeds_poll_seconds`, which catches other processes),
-and at once after any request of this process that may change something (not GET/HEAD).
-A page rendered while the cache was dropped is not kept (the generation moved).
-Imports `store` and the web package's `conditional`.
+and at once after any request of this process that may change something (not GET/HEAD,
+and not refused with a 4xx, which changed nothing: else anyone could empty the cache with
+every request). A page rendered while the cache was dropped is not kept (the generation
+moved). A page is kept by its decoded path: no cached page reads the query string, so
+`/?1`, `/?2`, ... or a percent-encoded slug share one entry instead of filling the cache.
+Imports `metrics`, `store` and the web package's `conditional`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import store
+from service import metrics, store
 from service.web.conditional import Negotiated, respond
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ class PageCache:
 
     def __init__(self, poll_seconds: float) -> None:
         self._poll_seconds = poll_seconds
-        self.pages: dict[bytes, Negotiated] = {}
+        self.pages: dict[str, Negotiated] = {}
         self.generation = 0
         self.version: str | None = None
 
@@ -78,7 +81,7 @@ class PageCache:
             else:
                 failing = False
 
-    def keep(self, key: bytes, generation: int, page: Negotiated) -> None:
+    def keep(self, key: str, generation: int, page: Negotiated) -> None:
         if generation == self.generation and len(self.pages) < MAX_PAGES:
             self.pages[key] = page
 
@@ -105,28 +108,45 @@ class PageRoute:
     def __init__(self, cache: PageCache, app: ASGIApp) -> None:
         self.cache = cache
         self.app = app
+        self._hits = metrics.PAGE_RESPONSES.labels("cache")
+        self._renders = metrics.PAGE_RESPONSES.labels("render")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if scope["method"] not in _SAFE:
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self.cache.drop()  # a form or API call may have changed what pages show
+            await self._change(scope, receive, send)
             return
-        if not CACHED_PATHS.fullmatch(scope["path"]):
+        key: str = scope["path"]
+        if not CACHED_PATHS.fullmatch(key):
             await self.app(scope, receive, send)
             return
-        key = scope["raw_path"] + b"?" + scope["query_string"]
         page = self.cache.pages.get(key)
         if page is not None:
+            self._hits.inc()
             await respond(scope, send, page)
             return
+        self._renders.inc()
         await self._render(scope, receive, send, key)
 
-    async def _render(self, scope: Scope, receive: Receive, send: Send, key: bytes) -> None:
+    async def _change(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request that may change what pages show: drop them unless it was refused."""
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if not 400 <= status < 500:
+                self.cache.drop()
+
+    async def _render(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         """Render through the app as identity (the cache compresses by itself) and keep a
         plain 200 without cookies."""
         generation = self.cache.generation
