@@ -32,7 +32,9 @@ def _seconds(command: Sequence[str], env: dict[str, str], cwd: str) -> float:
     return time.perf_counter() - started
 
 
-def _row(work: str, values: list[float], floor: list[float], rounds: int, size: str) -> dict:
+def _row(
+    work: str, values: list[float], floor: list[float], rounds: int, size: str, goal: bool
+) -> dict:
     value = statistics.median(values)
     floor_value = statistics.median(floor)
     return {
@@ -43,7 +45,7 @@ def _row(work: str, values: list[float], floor: list[float], rounds: int, size: 
         "floor": round(floor_value, 4),
         "floor_name": f"python -c pass (Python {sys.version.split()[0]})",
         "ratio": round(value / floor_value, 2),
-        "goal": f"value < {GOAL_SECONDS}",
+        "goal": f"value < {GOAL_SECONDS}" if goal else "– (for reference)",
         "met": value < GOAL_SECONDS,
         "rounds": rounds,
         "size": size,
@@ -70,7 +72,10 @@ def main(tiny: bool) -> None:
             for name, command in commands.items():
                 times[name] += [_seconds(command, env, folder) for _ in range(runs)]
     size = f"{rounds * runs} runs each"
-    rows = [_row(name, values, floor, rounds, size) for name, values in times.items()]
+    rows = [
+        _row(name, values, floor, rounds, size, goal=name == "partnerpost --help")
+        for name, values in times.items()
+    ]
     # The table's row (the top-level help) comes last.
     for row in [*rows[1:], rows[0]]:
         print(json.dumps(row))

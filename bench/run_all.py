@@ -95,6 +95,13 @@ def _figure(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def _met(row: dict[str, Any]) -> str:
+    """yes/no against the row's goal; a row for reference only has none."""
+    if str(row["goal"]).startswith("–"):
+        return "–"
+    return "yes" if row["met"] else "no"
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| work | partnerpost | floor | ratio | goal | met |",
@@ -106,7 +113,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f}"
         lines.append(
             f"| {row['work']} | {_figure(row['value'], row['unit'])} | {floor_text} | {ratio} "
-            f"| {row['goal']} | {'yes' if row['met'] else 'no'} |"
+            f"| {row['goal']} | {_met(row)} |"
         )
     return "\n".join(lines)
 
