@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service import store
 
@@ -130,6 +130,35 @@ async def test_an_input_larger_than_one_query_batch_saves_and_reimports_unchange
     assert len({row[3] for row in rows}) == 2500
     assert rows[-1][5] == "Anriss neu"
     assert {row[13] for row in rows} == {("A", "B")}
+
+
+async def test_bulk_saved_rows_hold_the_very_values_sqlalchemy_writes(sessions):
+    # Saving hands rows to the driver itself; what it stores must be what an ORM flush
+    # stores (on SQLite, the same datetime text), or queries comparing values would miss.
+    data = _data("bulk", published_at=DAY.astimezone(BERLIN), notify=False)
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [data], NOW)
+        session.add(
+            store.Article(
+                key="orm",
+                guid="orm",
+                slug="orm",
+                title=data.title,
+                teaser=data.teaser,
+                place=data.place,
+                published_at=data.published_at,
+                notify=False,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    raw = text(
+        "SELECT key, published_at, created_at, updated_at, notify, title FROM articles ORDER BY key"
+    )
+    async with sessions() as session:
+        bulk, orm = (tuple(row)[1:] for row in await session.execute(raw))
+
+    assert bulk == orm
 
 
 # --- one call or one by one: the same result ----------------------------------------------
