@@ -161,6 +161,29 @@ async def test_bulk_saved_rows_hold_the_very_values_sqlalchemy_writes(sessions):
     assert bulk == orm
 
 
+async def test_new_articles_get_their_own_ids_and_topics_when_the_ids_leave_a_gap(sessions):
+    # A rolled-back insert uses up PostgreSQL sequence numbers: the new rows' ids no longer
+    # follow the largest stored one, and each must still be matched to its article.
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [_data("erst", "Erster")], NOW)
+    with pytest.raises(LookupError):
+        async with sessions() as session, session.begin():
+            await store.save_articles(session, [_data("weg", "Weg")], NOW)
+            raise LookupError("rolled back")
+    given = [
+        _data("zweit", "Zweiter", topics=("Energie",)),
+        _data("dritt", "Dritter", teaser="Anders", topics=("Schulen", "Kultur")),
+    ]
+
+    async with sessions() as session, session.begin():
+        outcomes = await store.save_articles(session, given, NOW)
+
+    rows = {row[1]: row for row in await _stored(sessions)}
+    assert [id_ for _, id_ in outcomes] == [rows["zweit"][0], rows["dritt"][0]]
+    assert rows["zweit"][13] == ("Energie",)
+    assert rows["dritt"][13] == ("Kultur", "Schulen")
+
+
 # --- one call or one by one: the same result ----------------------------------------------
 
 # Few values, so that keys, titles, teasers, days and slugs collide often.

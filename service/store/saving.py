@@ -240,7 +240,39 @@ def _processed(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
     ]
 
 
-_ROW = ("key", "guid", "slug", "notify", "created_at", "updated_at", *_EDITABLE)
+# The columns of a new article's row, in the order `_insert` gives its values.
+_ROW = (
+    "key",
+    "guid",
+    "slug",
+    "notify",
+    "created_at",
+    "updated_at",
+    "title",
+    "teaser",
+    "body",
+    "place",
+    "published_at",
+    "image_caption",
+    "image_url",
+    "source_url",
+)
+
+
+async def _new_ids(session: AsyncSession, table: Table, new: list[_New], before: int) -> list[int]:
+    """The ids of the rows just inserted for `new`, in order."""
+    above = table.c.id > before
+    count, largest = (
+        await session.execute(select(func.count(), func.max(table.c.id)).where(above))
+    ).one()
+    if count == len(new) and largest == before + len(new):
+        # Exactly the ids after `before` (SQLite, whose one writer gives each row the id
+        # after the largest, or PostgreSQL when no other import ran): in insertion order.
+        return list(range(before + 1, largest + 1))
+    wanted = {item.key for item in new}
+    query = select(table.c.key, table.c.id).where(above)
+    id_of = {key: id_ for key, id_ in await session.execute(query) if key in wanted}
+    return [id_of[item.key] for item in new]
 
 
 async def _insert(session: AsyncSession, new: list[_New], now: datetime, before: int) -> list[int]:
@@ -272,15 +304,7 @@ async def _insert(session: AsyncSession, new: list[_New], now: datetime, before:
         for item in new
     ]
     await _insert_many(session, table, _ROW, rows)
-    wanted = {item.key for item in new}
-    id_of: dict[str, int] = {
-        key: id_
-        for key, id_ in await session.execute(
-            select(table.c.key, table.c.id).where(table.c.id > before)
-        )
-        if key in wanted
-    }
-    ids = [id_of[item.key] for item in new]
+    ids = await _new_ids(session, table, new, before)
     topics = [(id_, topic) for id_, item in zip(ids, new, strict=True) for topic in item.topics]
     if topics:
         topic_table = cast(Table, ArticleTopic.__table__)
@@ -317,8 +341,15 @@ async def save_articles(
                 key=data.key,
                 slug=await slugs.new(data.title),
                 notify=data.notify,
+                title=data.title,
+                teaser=data.teaser,
+                body=data.body,
+                place=data.place,
+                published_at=data.published_at,
+                image_caption=data.image_caption,
+                image_url=data.image_url,
+                source_url=data.source_url,
                 topics=sorted(set(data.topics)),
-                **{name: getattr(data, name) for name in _EDITABLE},
             )
             new.append(item)
             reach.add(item, day_place)
