@@ -29,10 +29,14 @@ def _romanize(value: str) -> str:
     return _CYRILLIC_WORD.sub(lambda word: translit(word.group()), value)
 
 
-# An import asks for the slug of each title twice (its key, its slug): remembered once.
-@functools.lru_cache(maxsize=16_384)
 def slug_text(value: str, max_length: int = 80) -> str:
     """The slug of `value`; empty when none of it can be spelt in a URL (emoji only)."""
+    return _slug_text(value, max_length)  # both arguments given: one cache entry per text
+
+
+# An import asks for the slug of each title twice (its key, its slug): remembered once.
+@functools.lru_cache(maxsize=16_384)
+def _slug_text(value: str, max_length: int) -> str:
     if value.isascii():  # nothing to normalise, romanise or spell out
         value = value.lower()
     else:
