@@ -184,6 +184,25 @@ async def test_new_articles_get_their_own_ids_and_topics_when_the_ids_leave_a_ga
     assert rows["dritt"][13] == ("Kultur", "Schulen")
 
 
+async def test_the_source_is_recorded_on_the_articles_it_brings_not_on_those_it_edits(sessions):
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [_data("alt", teaser="Mit Tippfeler")], NOW)
+
+    async with sessions() as session, session.begin():
+        outcomes = await store.save_articles(
+            session, [_data("alt", teaser="Ohne Tippfehler"), _data("neu", "Neu")], NOW, source_id=7
+        )
+
+    assert [outcome for outcome, _ in outcomes] == [
+        store.SaveOutcome.UPDATED,
+        store.SaveOutcome.CREATED,
+    ]
+    async with sessions() as session:
+        query = select(store.Article.key, store.Article.source_id)
+        sources = {key: source for key, source in await session.execute(query)}
+    assert sources == {"alt": None, "neu": 7}
+
+
 # --- one call or one by one: the same result ----------------------------------------------
 
 # Few values, so that keys, titles, teasers, days and slugs collide often.

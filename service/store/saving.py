@@ -256,6 +256,7 @@ _ROW = (
     "image_caption",
     "image_url",
     "source_url",
+    "source_id",
 )
 
 
@@ -275,8 +276,11 @@ async def _new_ids(session: AsyncSession, table: Table, new: list[_New], before:
     return [id_of[item.key] for item in new]
 
 
-async def _insert(session: AsyncSession, new: list[_New], now: datetime, before: int) -> list[int]:
-    """Insert the new articles and their topics in bulk, in order; their ids.
+async def _insert(
+    session: AsyncSession, new: list[_New], now: datetime, before: int, source_id: int | None
+) -> list[int]:
+    """Insert the new articles (from the source `source_id`, if any) and their topics in
+    bulk, in order; their ids.
 
     `before` is the largest id stored before (0 for none). Ids come from a sequence
     (PostgreSQL) or follow the largest (SQLite), so the new rows are among those above it;
@@ -300,6 +304,7 @@ async def _insert(session: AsyncSession, new: list[_New], now: datetime, before:
             item.image_caption,
             item.image_url,
             item.source_url,
+            source_id,
         )
         for item in new
     ]
@@ -318,12 +323,13 @@ async def save_articles(
     now: datetime | None = None,
     *,
     apart: Collection[str] = frozenset(),
+    source_id: int | None = None,
 ) -> list[tuple[SaveOutcome, int]]:
     """Save `articles` in the caller's transaction as saving each in turn would: insert a
     new article, or update the stored one it describes (by the rule `_Reach.find` states,
     never one whose key is in `apart`), an earlier article of the same call included.
-    `updated_at` moves only when something changed; slug, key and guid are fixed at
-    creation. Each article's outcome and id, in order."""
+    `updated_at` moves only when something changed; slug, key, guid and the source that
+    brought it (`source_id`) are fixed at creation. Each article's outcome and id, in order."""
     now = now or utcnow()
     before = await session.scalar(select(func.max(Article.id)))
     # Into an empty store (a first import) nothing is in reach and no slug taken.
@@ -363,7 +369,7 @@ async def save_articles(
             known.updated_at = now
         outcomes.append((SaveOutcome.UPDATED, known))
     await session.flush()
-    ids = dict(zip(new, await _insert(session, new, now, before or 0), strict=True))
+    ids = dict(zip(new, await _insert(session, new, now, before or 0, source_id), strict=True))
     return [
         (outcome, ids[known] if isinstance(known, _New) else known.id)
         for outcome, known in outcomes
