@@ -2,10 +2,10 @@
 
 Owns no table (`articles` owns them): the rule that tells an edit from a new article
 (`_Reach.find`), unique slugs for new articles, and saving many articles with a few
-queries: the stored articles an input can reach are read in batches, the rule runs in
-memory in input order, and the new rows are inserted in bulk. The result is the one that
-saving the articles one by one, in order, would give. Imports `base`, `articles`, `slugs`
-and `clock`.
+queries: the stored articles an input can reach are read in batches (none when the
+store is empty), the rule runs in memory in input order, and the new rows go to the
+driver in one executemany (`_insert_many`). The result is the one that saving the
+articles one by one, in order, would give. Imports `base`, `articles`, `slugs` and `clock`.
 """
 
 from __future__ import annotations
@@ -219,7 +219,12 @@ async def _insert_many(
     dialect = connection.dialect
     # `inline`: no RETURNING of the new ids, which an executemany would not deliver.
     compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(names))
-    order = [names.index(name) for name in compiled.positiontup or ()]
+    if compiled.positiontup is None:  # a driver of named parameters: SQLAlchemy's way
+        await connection.execute(
+            table.insert(), [dict(zip(names, row, strict=True)) for row in rows]
+        )
+        return
+    order = [names.index(name) for name in compiled.positiontup]
     columns: list[list[Any]] = [[row[i] for row in rows] for i in order]
     for values, i in zip(columns, order, strict=True):
         process = table.c[names[i]].type.dialect_impl(dialect).bind_processor(dialect)
