@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service import store
 
@@ -130,6 +130,77 @@ async def test_an_input_larger_than_one_query_batch_saves_and_reimports_unchange
     assert len({row[3] for row in rows}) == 2500
     assert rows[-1][5] == "Anriss neu"
     assert {row[13] for row in rows} == {("A", "B")}
+
+
+async def test_bulk_saved_rows_hold_the_very_values_sqlalchemy_writes(sessions):
+    # Saving hands rows to the driver itself; what it stores must be what an ORM flush
+    # stores (on SQLite, the same datetime text), or queries comparing values would miss.
+    data = _data("bulk", published_at=DAY.astimezone(BERLIN), notify=False)
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [data], NOW)
+        session.add(
+            store.Article(
+                key="orm",
+                guid="orm",
+                slug="orm",
+                title=data.title,
+                teaser=data.teaser,
+                place=data.place,
+                published_at=data.published_at,
+                notify=False,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    raw = text(
+        "SELECT key, published_at, created_at, updated_at, notify, title FROM articles ORDER BY key"
+    )
+    async with sessions() as session:
+        bulk, orm = (tuple(row)[1:] for row in await session.execute(raw))
+
+    assert bulk == orm
+
+
+async def test_new_articles_get_their_own_ids_and_topics_when_the_ids_leave_a_gap(sessions):
+    # A rolled-back insert uses up PostgreSQL sequence numbers: the new rows' ids no longer
+    # follow the largest stored one, and each must still be matched to its article.
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [_data("erst", "Erster")], NOW)
+    with pytest.raises(LookupError):
+        async with sessions() as session, session.begin():
+            await store.save_articles(session, [_data("weg", "Weg")], NOW)
+            raise LookupError("rolled back")
+    given = [
+        _data("zweit", "Zweiter", topics=("Energie",)),
+        _data("dritt", "Dritter", teaser="Anders", topics=("Schulen", "Kultur")),
+    ]
+
+    async with sessions() as session, session.begin():
+        outcomes = await store.save_articles(session, given, NOW)
+
+    rows = {row[1]: row for row in await _stored(sessions)}
+    assert [id_ for _, id_ in outcomes] == [rows["zweit"][0], rows["dritt"][0]]
+    assert rows["zweit"][13] == ("Energie",)
+    assert rows["dritt"][13] == ("Kultur", "Schulen")
+
+
+async def test_the_source_is_recorded_on_the_articles_it_brings_not_on_those_it_edits(sessions):
+    async with sessions() as session, session.begin():
+        await store.save_articles(session, [_data("alt", teaser="Mit Tippfeler")], NOW)
+
+    async with sessions() as session, session.begin():
+        outcomes = await store.save_articles(
+            session, [_data("alt", teaser="Ohne Tippfehler"), _data("neu", "Neu")], NOW, source_id=7
+        )
+
+    assert [outcome for outcome, _ in outcomes] == [
+        store.SaveOutcome.UPDATED,
+        store.SaveOutcome.CREATED,
+    ]
+    async with sessions() as session:
+        query = select(store.Article.key, store.Article.source_id)
+        sources = {key: source for key, source in await session.execute(query)}
+    assert sources == {"alt": None, "neu": 7}
 
 
 # --- one call or one by one: the same result ----------------------------------------------

@@ -6,12 +6,11 @@ An item is [caption] title teaser, the teaser opening with a date line
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
 from urllib.parse import urljoin
-
-from babel.dates import get_month_names
 
 from service.errors import IngestInputError
 from service.ingest.model import Parsed, Rejection, item_label, validate
@@ -19,11 +18,20 @@ from service.text import single_line
 
 # A caption or title is a line or two; anything longer is a teaser that lost its date line.
 _SHORT_PARAGRAPH = 250
-_MONTHS = {
-    name.lower(): number
-    for locale in ("de", "de_AT")
-    for number, name in get_month_names("wide", locale=locale).items()
-}
+
+
+# Read when a listing is first parsed: loading the locales is most of importing ingest.
+@functools.cache
+def _months() -> dict[str, int]:
+    from babel.dates import get_month_names
+
+    return {
+        name.lower(): number
+        for locale in ("de", "de_AT")
+        for number, name in get_month_names("wide", locale=locale).items()
+    }
+
+
 _DATELINE = re.compile(
     r"^(?P<place>[^,\n]{1,100}),\s+(?P<day>\d{1,2})\.\s+(?P<month>[^\W\d_]+)\s+"
     r"(?P<year>\d{4})\.\s*(?P<rest>.*)$",
@@ -61,7 +69,7 @@ def _dateline(paragraph: str) -> re.Match[str] | None:
 
 def _parse_dateline(match: re.Match[str]) -> date:
     month_name = match["month"]
-    month = _MONTHS.get(month_name.lower())
+    month = _months().get(month_name.lower())
     if month is None:
         raise ValueError(f"unknown month {month_name!r} in the date line")
     try:

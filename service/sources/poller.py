@@ -313,12 +313,12 @@ class Poller:
             data = article.to_data(notify=not source.backfill)
             topics = tuple(dict.fromkeys([*data.topics, *source.topics]))
             by_key[data.key] = replace(data, topics=topics)
-        keys = by_key.keys()
-        for data in by_key.values():
-            # Entries of one fetch with distinct keys are distinct, whatever their dates.
-            outcome, row = await store.save_article(session, data, now, apart=keys)
+        # Entries of one fetch with distinct keys are distinct, whatever their dates.
+        saved = await store.save_articles(
+            session, list(by_key.values()), now, apart=by_key.keys(), source_id=source.id
+        )
+        for outcome, _ in saved:
             if outcome is store.SaveOutcome.CREATED:
-                row.source_id = source.id
                 poll.created += 1
             elif outcome is store.SaveOutcome.UPDATED:
                 poll.updated += 1

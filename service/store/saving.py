@@ -2,21 +2,22 @@
 
 Owns no table (`articles` owns them): the rule that tells an edit from a new article
 (`_Reach.find`), unique slugs for new articles, and saving many articles with a few
-queries: the stored articles an input can reach are read in batches, the rule runs in
-memory in input order, and the new rows are inserted in bulk. The result is the one that
-saving the articles one by one, in order, would give. Imports `base`, `articles`, `slugs`
-and `clock`.
+queries: the stored articles an input can reach are read in batches (none when the
+store is empty), the rule runs in memory in input order, and the new rows go to the
+driver in one executemany (`_insert_many`). The result is the one that saving the
+articles one by one, in order, would give. Imports `base`, `articles`, `slugs` and `clock`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utcnow
@@ -146,8 +147,9 @@ class _Slugs:
     """Slugs for new articles, each the first of `base`, `base-2`, `base-3`, ... that no
     stored article and no article new in this save has."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, none_stored: bool = False) -> None:
         self.session = session
+        self.none_stored = none_stored  # no stored article: every stored slug is known
         self.taken: set[str] = set()  # stored slugs known, and those given in this save
         self.looked_up: set[str] = set()  # slugs whether stored is known
         self.complete: set[str] = set()  # bases whose every stored `base...` slug is known
@@ -161,6 +163,8 @@ class _Slugs:
 
     async def look_up(self, titles: Iterable[str]) -> None:
         """Read at once which of the plain slugs of these titles are stored."""
+        if self.none_stored:
+            return
         bases = {self._base(title) for title in titles} - self.looked_up
         for chunk in _chunks(bases):
             query = select(Article.slug).where(Article.slug.in_(chunk))
@@ -169,7 +173,8 @@ class _Slugs:
 
     async def new(self, title: str) -> str:
         base = self._base(title)
-        if (base not in self.looked_up or base in self.taken) and base not in self.complete:
+        unknown = base not in self.looked_up or base in self.taken
+        if unknown and base not in self.complete and not self.none_stored:
             # Taken (or unknown): read every stored slug it begins, suffixed ones included.
             like = select(Article.slug).where(Article.slug.like(f"{base}%"))
             self.taken.update(await self.session.scalars(like))
@@ -199,34 +204,121 @@ def _edit(known: _Known, data: ArticleData) -> bool:
     return changed
 
 
-async def _insert(session: AsyncSession, new: list[_New], now: datetime) -> list[int]:
-    """Insert the new articles and their topics in bulk, in order; their ids."""
+async def _insert_many(
+    session: AsyncSession, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert `rows` (values of the columns `names`, in that order) with one executemany
+    of the driver.
+
+    SQLAlchemy's own executemany runs every value of every row through its column type's
+    processors, and builds a parameter dictionary per row: half of saving an import. Here
+    the same processors (the dialect's, so the stored values are the ones SQLAlchemy
+    stores) run once per distinct value of a column, and rows go to the driver as tuples.
+    """
+    connection = await session.connection()
+    dialect = connection.dialect
+    # `inline`: no RETURNING of the new ids, which an executemany would not deliver.
+    compiled = table.insert().inline().compile(dialect=dialect, column_keys=list(names))
+    if compiled.positiontup is None:  # a driver of named parameters: SQLAlchemy's way
+        await connection.execute(
+            table.insert(), [dict(zip(names, row, strict=True)) for row in rows]
+        )
+        return
+    order = [names.index(name) for name in compiled.positiontup]
+    columns: list[list[Any]] = [[row[i] for row in rows] for i in order]
+    for values, i in zip(columns, order, strict=True):
+        process = table.c[names[i]].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            try:
+                values[:] = _processed(values, process)
+            except Exception as exc:  # refused as SQLAlchemy refuses it (a naive datetime)
+                name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+                raise StatementError(f"({name}) {exc}", compiled.string, None, exc) from exc
+    await connection.exec_driver_sql(compiled.string, list(zip(*columns, strict=True)))
+
+
+def _processed(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """`process` of each value, run once per distinct value."""
+    done: dict[Any, Any] = {}
+    return [
+        done[value] if value in done else done.setdefault(value, process(value)) for value in values
+    ]
+
+
+# The columns of a new article's row, in the order `_insert` gives its values.
+_ROW = (
+    "key",
+    "guid",
+    "slug",
+    "notify",
+    "created_at",
+    "updated_at",
+    "title",
+    "teaser",
+    "body",
+    "place",
+    "published_at",
+    "image_caption",
+    "image_url",
+    "source_url",
+    "source_id",
+)
+
+
+async def _new_ids(session: AsyncSession, table: Table, new: list[_New], before: int) -> list[int]:
+    """The ids of the rows just inserted for `new`, in order."""
+    above = table.c.id > before
+    count, largest = (
+        await session.execute(select(func.count(), func.max(table.c.id)).where(above))
+    ).one()
+    if count == len(new) and largest == before + len(new):
+        # Exactly the ids after `before` (SQLite, whose one writer gives each row the id
+        # after the largest, or PostgreSQL when no other import ran): in insertion order.
+        return list(range(before + 1, largest + 1))
+    wanted = {item.key for item in new}
+    query = select(table.c.key, table.c.id).where(above)
+    id_of = {key: id_ for key, id_ in await session.execute(query) if key in wanted}
+    return [id_of[item.key] for item in new]
+
+
+async def _insert(
+    session: AsyncSession, new: list[_New], now: datetime, before: int, source_id: int | None
+) -> list[int]:
+    """Insert the new articles (from the source `source_id`, if any) and their topics in
+    bulk, in order; their ids.
+
+    `before` is the largest id stored before (0 for none). Ids come from a sequence
+    (PostgreSQL) or follow the largest (SQLite), so the new rows are among those above it;
+    others may be there too on PostgreSQL (committed meanwhile), told apart by key."""
     if not new:
         return []
     table = cast(Table, Article.__table__)
     rows = [
-        {
-            "key": item.key,
-            "guid": article_guid(item.key),
-            "slug": item.slug,
-            "notify": item.notify,
-            "created_at": now,
-            "updated_at": now,
-            **{name: getattr(item, name) for name in _EDITABLE},
-        }
+        (
+            item.key,
+            article_guid(item.key),
+            item.slug,
+            item.notify,
+            now,
+            now,
+            item.title,
+            item.teaser,
+            item.body,
+            item.place,
+            item.published_at,
+            item.image_caption,
+            item.image_url,
+            item.source_url,
+            source_id,
+        )
         for item in new
     ]
-    # RETURNING in the order given costs SQLite a statement per row: match ids by key.
-    result = await session.execute(table.insert().returning(table.c.key, table.c.id), rows)
-    id_of: dict[str, int] = {key: id_ for key, id_ in result.all()}
-    ids = [id_of[item.key] for item in new]
-    topics = [
-        {"article_id": id_, "topic": topic}
-        for id_, item in zip(ids, new, strict=True)
-        for topic in item.topics
-    ]
+    await _insert_many(session, table, _ROW, rows)
+    ids = await _new_ids(session, table, new, before)
+    topics = [(id_, topic) for id_, item in zip(ids, new, strict=True) for topic in item.topics]
     if topics:
-        await session.execute(cast(Table, ArticleTopic.__table__).insert(), topics)
+        topic_table = cast(Table, ArticleTopic.__table__)
+        await _insert_many(session, topic_table, ("article_id", "topic"), topics)
     return ids
 
 
@@ -236,15 +328,18 @@ async def save_articles(
     now: datetime | None = None,
     *,
     apart: Collection[str] = frozenset(),
+    source_id: int | None = None,
 ) -> list[tuple[SaveOutcome, int]]:
     """Save `articles` in the caller's transaction as saving each in turn would: insert a
     new article, or update the stored one it describes (by the rule `_Reach.find` states,
     never one whose key is in `apart`), an earlier article of the same call included.
-    `updated_at` moves only when something changed; slug, key and guid are fixed at
-    creation. Each article's outcome and id, in order."""
+    `updated_at` moves only when something changed; slug, key, guid and the source that
+    brought it (`source_id`) are fixed at creation. Each article's outcome and id, in order."""
     now = now or utcnow()
-    reach = _Reach(await _stored_in_reach(session, articles))
-    slugs = _Slugs(session)
+    before = await session.scalar(select(func.max(Article.id)))
+    # Into an empty store (a first import) nothing is in reach and no slug taken.
+    reach = _Reach([] if before is None else await _stored_in_reach(session, articles))
+    slugs = _Slugs(session, none_stored=before is None)
     await slugs.look_up(data.title for data in articles if data.key not in reach.by_key)
     outcomes: list[tuple[SaveOutcome, _Known]] = []
     new: list[_New] = []
@@ -257,8 +352,15 @@ async def save_articles(
                 key=data.key,
                 slug=await slugs.new(data.title),
                 notify=data.notify,
+                title=data.title,
+                teaser=data.teaser,
+                body=data.body,
+                place=data.place,
+                published_at=data.published_at,
+                image_caption=data.image_caption,
+                image_url=data.image_url,
+                source_url=data.source_url,
                 topics=sorted(set(data.topics)),
-                **{name: getattr(data, name) for name in _EDITABLE},
             )
             new.append(item)
             reach.add(item, day_place)
@@ -272,7 +374,7 @@ async def save_articles(
             known.updated_at = now
         outcomes.append((SaveOutcome.UPDATED, known))
     await session.flush()
-    ids = dict(zip(new, await _insert(session, new, now), strict=True))
+    ids = dict(zip(new, await _insert(session, new, now, before or 0, source_id), strict=True))
     return [
         (outcome, ids[known] if isinstance(known, _New) else known.id)
         for outcome, known in outcomes
