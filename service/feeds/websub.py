@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from service import metrics
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ CONCURRENT = 4
 
 
 async def _ping(client: httpx.AsyncClient, hub: str, url: str, pause: float) -> bool:
+    import httpx
+
     for attempt in range(1, ATTEMPTS + 1):
         try:
             response = await client.post(hub, data={"hub.mode": "publish", "hub.url": url})
@@ -46,6 +50,9 @@ async def _ping(client: httpx.AsyncClient, hub: str, url: str, pause: float) -> 
 async def publish(hub: str, urls: Iterable[str], *, pause: float = FIRST_PAUSE) -> int:
     """Ping `hub` for each feed URL (a few at a time); how many it took. Never raises
     for a failed ping."""
+    # Imported here: every command that builds feeds loads this module, few ping a hub.
+    import httpx
+
     limit = asyncio.Semaphore(CONCURRENT)
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
 
