@@ -17,6 +17,7 @@ from .helpers import (
     sqlite_only,
     store_env,
     subscribe,
+    wait_until,
 )
 
 SECRET = "serve-test-secret-0123456789abcdefghijkl"
@@ -59,8 +60,16 @@ async def test_link_tokens_never_reach_the_access_log(settings, sessions):
             assert (await client.post(f"/abmelden/{unsubscribe}")).status_code == 200
             assert (await client.get("/bestaetigen/not-a-token")).status_code == 400
 
+            async def feed_served() -> bool:
+                return (await client.get("/feeds/artikel.atom")).status_code == 200
+
+            await wait_until(feed_served, 20, 0.1, what="the main feed")
+
     log = served.text()
-    assert '"GET /einstellungen/[token] HTTP/1.1" 200' in log
+    # One line per page request (not a second one from uvicorn), none for a served feed
+    # (a 404 before the feed was loaded went to the app and is logged).
+    assert log.count('"GET /einstellungen/[token] HTTP/1.1" 200') == 1
+    assert '"GET /feeds/artikel.atom HTTP/1.1" 200' not in log
     assert '"GET /abmelden/[token]?x=1 HTTP/1.1" 200' in log
     assert '"POST /abmelden/[token] HTTP/1.1" 200' in log
     assert '"GET /bestaetigen/[token] HTTP/1.1" 400' in log

@@ -55,9 +55,6 @@ def run(app: Any, *, host: str, port: int, workers: int = 1, **options: Any) -> 
         access_log=False,
         **options,
     )
-    # `access_log=False` also cuts the access logger off from the root handlers; the app's
-    # own access log (`web.accesslog`) writes to that logger, so reconnect it.
-    logging.getLogger("uvicorn.access").propagate = True
     # Bind before the lifespan starts the scheduler: a port in use must fail before any
     # feed build or digest run (uvicorn binds only after its lifespan startup).
     sock = config.bind_socket()

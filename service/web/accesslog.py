@@ -2,10 +2,12 @@
 in confirmation, unsubscribe and preference links never reach a log line.
 
 `serve` turns uvicorn's own access log off and `AccessLog` writes the same line to the
-same logger (`uvicorn.access`) for every request the app handles; feed requests, answered
-in front of it, are counted instead (see `web.feeds`). The links carry their token in the
-path: a filter on uvicorn's loggers replaces each token segment with `[token]` before any
-handler formats the record, whatever the log format. Imports nothing from the package.
+logger `service.web.access` for every request the app handles (not to `uvicorn.access`:
+uvicorn logs every request itself whenever that logger reaches a handler, feeds included);
+feed requests, answered in front of it, are counted instead (see `web.feeds`). The links
+carry their token in the path: a filter on these loggers replaces each token segment with
+`[token]` before any handler formats the record, whatever the log format. Imports nothing
+from the package.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 TOKEN_PATHS = ("bestaetigen", "abmelden", "einstellungen")
 REDACTED = "[token]"
 _TOKEN_SEGMENT = re.compile(rf"/({'|'.join(TOKEN_PATHS)})/[^/?#\s\"]+")
-_LOGGERS = ("uvicorn.access", "uvicorn.error")
-_ACCESS = logging.getLogger("uvicorn.access")
+_LOGGERS = ("uvicorn.access", "uvicorn.error", "service.web.access")
+_ACCESS = logging.getLogger("service.web.access")
 
 
 def redact(text: str) -> str:
