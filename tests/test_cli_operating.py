@@ -170,6 +170,13 @@ def test_ctrl_c_stops_every_worker_gracefully(tmp_path):
     the terminal and again from serve: uvicorn took the second as 'force exit' and cut
     the app's shutdown short (a CancelledError in the lifespan)."""
     with _two_workers(tmp_path, group=True) as served:
+        # Both started: a stop during a worker's startup cancels the startup, rightly.
+        wait_until_blocking(
+            lambda: served.text().count("Application startup complete") == 2,
+            30,
+            0.1,
+            "both workers' startup",
+        )
         os.killpg(served.process.pid, signal.SIGINT)
         assert served.process.wait(timeout=30) == 0, served.text()
     log = served.text()

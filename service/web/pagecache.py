@@ -9,8 +9,9 @@ heading, sent digests; polled every `feeds_poll_seconds`, which catches other pr
 and at once after any request of this process that may change something (not GET/HEAD,
 and not refused with a 4xx, which changed nothing: else anyone could empty the cache with
 every request). A page rendered while the cache was dropped is not kept (the generation
-moved). A page is kept by its decoded path: no cached page reads the query string, so
-`/?1`, `/?2`, ... or a percent-encoded slug share one entry instead of filling the cache.
+moved). A page is kept by its decoded path and the one query parameter cached pages read
+(`seite`, the archive's page number): `/?1`, `/?2`, ... or a percent-encoded slug share one
+entry instead of filling the cache.
 Imports `metrics`, `store` and the web package's `conditional`.
 """
 
@@ -22,6 +23,7 @@ import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,10 +120,11 @@ class PageRoute:
         if scope["method"] not in _SAFE:
             await self._change(scope, receive, send)
             return
-        key: str = scope["path"]
-        if not CACHED_PATHS.fullmatch(key):
+        path: str = scope["path"]
+        if not CACHED_PATHS.fullmatch(path):
             await self.app(scope, receive, send)
             return
+        key = _key(path, scope["query_string"])
         page = self.cache.pages.get(key)
         if page is not None:
             self._hits.inc()
@@ -185,3 +188,12 @@ def _page(start: Message, body: bytes) -> Negotiated | None:
         return None
     etag = hashlib.blake2b(body, digest_size=16).hexdigest()
     return Negotiated(body, etag, None, media_type, None)
+
+
+def _key(path: str, query: bytes) -> str:
+    """The cache key: the path, and for the archive's pages the page number asked for (the
+    last `seite` wins, as it does for the route)."""
+    if b"seite" not in query or not path.startswith("/archiv"):
+        return path
+    pages = parse_qs(query.decode("latin-1")).get("seite")
+    return f"{path}?seite={pages[-1]}" if pages else path
