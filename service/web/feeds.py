@@ -16,16 +16,16 @@ Imports `config`, `metrics`, `store`, `feeds` and the web package's `conditional
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import feeds, metrics, store
 from service.config import Settings
+from service.web import polling
 from service.web.conditional import Negotiated, respond
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class FeedCache:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.poll_seconds = settings.feeds_poll_seconds
         self._cache_control = f"public, max-age={settings.feed_max_age}".encode("ascii")
         self.documents: dict[str, ServedFeed] = {}
         self.version: int | None = None
@@ -83,39 +84,16 @@ class FeedCache:
         document.version = row.version
         return document
 
-    async def follow(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        """Refresh every `feeds_poll_seconds` until cancelled; a failed refresh is logged
-        once per run of failures and tried again at the next tick."""
-        failing = False
-        while True:
-            await asyncio.sleep(self._settings.feeds_poll_seconds)
-            try:
-                await self.refresh(sessions)
-            except Exception:
-                if not failing:
-                    log.exception("feeds: refreshing from the store failed; retrying")
-                failing = True
-            else:
-                failing = False
-
 
 def _version_of(document: ServedFeed | None) -> int | None:
     return None if document is None else document.version
 
 
-@contextlib.asynccontextmanager
-async def following(
+def following(
     cache: FeedCache, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """Load every published feed, then keep following the store until the block ends."""
-    await cache.refresh(sessions)
-    task = asyncio.create_task(cache.follow(sessions), name="feeds-follow")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return polling.following("feeds", lambda: cache.refresh(sessions), cache.poll_seconds)
 
 
 class FeedRoute:

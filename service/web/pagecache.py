@@ -17,18 +17,17 @@ Imports `metrics`, `store` and the web package's `conditional`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import parse_qs
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics, store
+from service.web import polling
 from service.web.conditional import Negotiated, respond
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class PageCache:
     """Rendered pages by path and query; `PageCache.route(app)` serves them."""
 
     def __init__(self, poll_seconds: float) -> None:
-        self._poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds
         self.pages: dict[str, Negotiated] = {}
         self.generation = 0
         self.version: str | None = None
@@ -69,38 +68,19 @@ class PageCache:
             self.drop()
             self.version = version
 
-    async def follow(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self._poll_seconds)
-            try:
-                await self.refresh(sessions)
-            except Exception:
-                self.drop()  # unsure what changed: render afresh
-                if not failing:
-                    log.exception("pages: checking the site version failed; retrying")
-                failing = True
-            else:
-                failing = False
-
     def keep(self, key: str, generation: int, page: Negotiated) -> None:
         if generation == self.generation and len(self.pages) < MAX_PAGES:
             self.pages[key] = page
 
 
-@contextlib.asynccontextmanager
-async def following(
+def following(
     cache: PageCache, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[None]:
-    """Take the site version, then keep following it until the block ends."""
-    await cache.refresh(sessions)
-    task = asyncio.create_task(cache.follow(sessions), name="pages-follow")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> AbstractAsyncContextManager[None]:
+    """Take the site version, then keep following it until the block ends; when a check
+    fails, pages are rendered afresh (unsure what changed)."""
+    return polling.following(
+        "pages", lambda: cache.refresh(sessions), cache.poll_seconds, on_failure=cache.drop
+    )
 
 
 class PageRoute:
