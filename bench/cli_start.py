@@ -44,7 +44,7 @@ def _row(
         "unit": "s",
         "floor": round(floor_value, 4),
         "floor_name": f"python -c pass (Python {sys.version.split()[0]})",
-        "ratio": round(value / floor_value, 2),
+        "ratio": float(f"{value / floor_value:.3g}"),
         "goal": f"value < {GOAL_SECONDS}" if goal else "– (for reference)",
         "met": value < GOAL_SECONDS,
         "rounds": rounds,

@@ -256,7 +256,7 @@ def main() -> None:
         "unit": "msg/s",
         "floor": round(median["floor"], 1),
         "floor_name": "aiosmtplib alone, same size, 1 connection, smtp-sink",
-        "ratio": round(ratio, 3),
+        "ratio": float(f"{ratio:.3g}"),
         "goal": "ratio >= 0.6",
         "met": ratio >= 0.6,
         "rounds": args.rounds,

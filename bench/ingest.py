@@ -206,7 +206,7 @@ def main(count: int, rounds: int, postgresql: bool) -> None:
                 "unit": "articles/s",
                 "floor": round(floor),
                 "floor_name": "sqlite3 executemany of the same rows into an empty table",
-                "ratio": round(value / floor, 4),
+                "ratio": float(f"{value / floor:.3g}"),
                 "goal": f"value >= {GOAL:.0f}",
                 "met": value >= GOAL,
                 "rounds": rounds,

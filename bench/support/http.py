@@ -239,7 +239,7 @@ def row(
         "unit": "req/s",
         "floor": floor,
         "floor_name": "nginx 1.22 static file" if floors else None,
-        "ratio": round(value / floor, 3) if floor else None,
+        "ratio": float(f"{value / floor:.3g}") if floor else None,
         "goal": goal,
         "met": met,
         "rounds": len(values),
