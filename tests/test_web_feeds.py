@@ -87,6 +87,10 @@ async def test_feed_is_sent_gzip_or_brotli_with_an_etag_of_its_own(client):
         ("gzip;q=abc", None),
         ("", None),
         ("identity;q=0, gzip;q=0.1", "gzip"),
+        # Identity not named is acceptable but least preferred: any coding with q > 0 wins.
+        ("gzip;q=0.5, br;q=0.9", "br"),
+        ("gzip;q=0.001", "gzip"),
+        ("identity;q=1, gzip;q=0.5", None),
     ],
 )
 async def test_accept_encoding_q_values_choose_the_coding(client, accept, expected):

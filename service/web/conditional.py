@@ -13,6 +13,7 @@ nothing from the package.
 from __future__ import annotations
 
 import gzip
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -47,6 +48,8 @@ def _choose_coding(accept_encoding: bytes | None) -> str:
 
     No header: identity. Otherwise the coding with the highest q-value (`x-gzip` is gzip,
     `*` stands for every coding not named); at equal q brotli before gzip before identity.
+    Identity that the header does not name is acceptable but least preferred (below any
+    coding given a q above 0), as nginx and Apache compress for `gzip;q=0.5`.
     When nothing is acceptable (`identity;q=0` and nothing else), identity all the same:
     a feed reader is better served by the bytes than by 406.
     """
@@ -72,11 +75,15 @@ def _choose_coding(accept_encoding: bytes | None) -> str:
             return weights[coding]
         if star is not None:
             return star
-        return 1.0 if coding == IDENTITY else 0.0
+        return _IMPLICIT_IDENTITY if coding == IDENTITY else 0.0
 
     offered = [*CODINGS, IDENTITY]
     best = max(offered, key=lambda c: (weight_of(c), -offered.index(c)))
     return best if weight_of(best) > 0 else IDENTITY
+
+
+# Below the smallest q a header can give (0.001), above "not acceptable" (0).
+_IMPLICIT_IDENTITY = 0.0005
 
 
 def _q_value(parameters: str) -> float:
@@ -126,7 +133,8 @@ def not_modified(
         return matches_any(if_none_match, etag)
     if if_modified_since is not None:
         since = _http_date(if_modified_since)
-        return since is not None and modified <= since
+        # A date after our clock cannot come from our Last-Modified: no validator.
+        return since is not None and modified <= since <= time.time()
     return False
 
 
