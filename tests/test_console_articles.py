@@ -5,6 +5,7 @@ next digest and send it to oneself as a test."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -300,10 +301,17 @@ async def test_preview_shows_the_municipality_s_next_digest(client, town):
     assert frame and SCHOOL in frame.group(1) and POWER in frame.group(1)
     text = re.search(r'<pre class="digest">(.*?)</pre>', page.text, re.S)
     assert text and f"* {SCHOOL}" in text.group(1)
+    _assert_links_lead_back_to_the_preview(html.unescape(frame.group(1)), town.id)
+    _assert_links_lead_back_to_the_preview(html.unescape(text.group(1)), town.id)
     listed = await client.get("/verwaltung/vorschau", params={"suche": "born"})
     assert "Stadt Borna" in listed.text
     unknown = await client.get("/verwaltung/vorschau", params={"kommune": "999999"})
     assert unknown.status_code == 404 and "Kommune nicht gefunden" in unknown.text
+
+
+def _assert_links_lead_back_to_the_preview(body: str, town_id: int) -> None:
+    assert "/abmelden/" not in body and "/einstellungen/" not in body
+    assert f"/verwaltung/vorschau?kommune={town_id}" in body
 
 
 async def test_test_send_reaches_the_operator_and_records_nothing(
@@ -323,6 +331,10 @@ async def test_test_send_reaches_the_operator_and_records_nothing(
     assert test.recipients == [EMAIL]
     assert test.message["Subject"].startswith("[Test] Kommunalpartnerschaften Ukraine – ")
     assert SCHOOL in _text_of(test)
+    # Following "Abmelden" in the test mail must not unsubscribe the municipality.
+    _assert_links_lead_back_to_the_preview(_text_of(test), town.id)
+    html_part = str(test.message.get_body(("html",)).get_content())
+    _assert_links_lead_back_to_the_preview(html.unescape(html_part), town.id)
     async with sessions() as session:
         rows = await session.scalar(store.select(func.count()).select_from(store.Delivery))
     assert rows == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html as html_lib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import quote
 
@@ -57,6 +57,14 @@ class RenderedDigest:
         """The HTML body as the address gets it."""
         assert self.body.html is not None
         return _filled(self.body.html.text, self.html_values)
+
+    def with_links_to(self, url: str) -> RenderedDigest:
+        """The same digest with its unsubscribe and preferences links pointing to `url`:
+        for previews and test sends, whose reader must not act for the municipality."""
+        text_values = {**self.text_values, _UNSUBSCRIBE: url, _PREFERENCES: url}
+        html_url = html_lib.escape(url, quote=True)
+        html_values = {**self.html_values, _UNSUBSCRIBE: html_url, _PREFERENCES: html_url}
+        return replace(self, text_values=text_values, html_values=html_values)
 
     @property
     def carried(self) -> int:

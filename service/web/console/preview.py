@@ -59,7 +59,12 @@ async def _preview(
     if address is None:
         return Preview(subscriber, None, label, None)
     found = await digest.preview(settings, sessions, address.email, at)
-    return Preview(subscriber, address.email, label, found[0] if found else None)
+    if found is None:
+        return Preview(subscriber, address.email, label, None)
+    # An operator who follows "Abmelden" in a preview or test mail must not unsubscribe
+    # the municipality: its links lead back here.
+    here = settings.link(f"verwaltung/vorschau?{urlencode({'kommune': subscriber.id})}")
+    return Preview(subscriber, address.email, label, found[0].with_links_to(here))
 
 
 def _test_envelope(
