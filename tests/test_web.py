@@ -10,6 +10,8 @@ import httpx
 import pytest
 from lxml import html as lxml_html
 
+from service import store
+
 from .helpers import AUTH, BASE_URL, wait_until
 
 NEW_ARTICLE = {
@@ -183,6 +185,21 @@ async def test_admin_api_creates_updates_and_lists(client, settings):
 
     missing = await client.put("/api/articles/nope", json=changed, headers=AUTH)
     assert missing.status_code == 404
+
+
+async def test_admin_api_says_which_articles_are_hidden(client, sessions):
+    """An article hidden in the console is still the agency's: the API shows it to its
+    tools, marked, and leaves it out of the list, as the site does."""
+    created = (await client.post("/api/articles", json=NEW_ARTICLE, headers=AUTH)).json()
+    assert created["hidden"] is None
+    async with sessions() as session, session.begin():
+        store.set_hidden(await store.article_by_slug(session, created["slug"]), True)
+
+    shown = await client.get(f"/api/articles/{created['slug']}", headers=AUTH)
+
+    assert shown.status_code == 200 and shown.json()["hidden"] is not None
+    listed = (await client.get("/api/articles", params={"limit": 1000}, headers=AUTH)).json()
+    assert created["id"] not in {article["id"] for article in listed}
 
 
 async def test_admin_api_rejects_invalid_articles_with_reasons(client):

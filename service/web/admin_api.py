@@ -40,6 +40,7 @@ class ArticleOut(BaseModel):
     topics: list[str]
     created: datetime
     updated: datetime
+    hidden: datetime | None  # when an operator hid it in the console; None: shown
 
     @classmethod
     def of(cls, article: store.Article, url: str) -> ArticleOut:
@@ -60,6 +61,7 @@ class ArticleOut(BaseModel):
             topics=article.topics,
             created=article.created_at,
             updated=article.updated_at,
+            hidden=article.hidden_at,
         )
 
 
