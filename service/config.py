@@ -231,6 +231,9 @@ class Settings(BaseSettings):
     confirm_max_age_hours: int = Field(
         default=72, ge=1, description="How long a confirmation link stays valid."
     )
+    unconfirmed_keep_days: int = Field(
+        default=30, ge=1, description="Erase a never-confirmed address this long after its request."
+    )
     confirmations_per_address: int = Field(
         default=3, ge=1, description="Confirmation mails to one address per 24 hours."
     )

@@ -39,7 +39,7 @@ class Runtime:
         self.confirmations = confirmations.ConfirmationSender(settings, sessions, self.transport)
         self.poller = Poller(settings, sessions)
         self.scheduler = scheduler.create_scheduler(
-            settings, self.refresher, self.runner, self.confirmations, self.poller
+            settings, self.refresher, self.runner, self.confirmations, self.poller, sessions
         )
         # Set when the block ends: False if the messages in flight outlived the grace
         # period (their claims then expire by their lease).

@@ -16,7 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import confirmations, digest, feeds, store
+from service import confirmations, digest, feeds, store, subscribers
 from service.clock import BERLIN
 from service.config import Settings
 from service.sources import poller as sources_poller
@@ -27,6 +27,8 @@ FEEDS_JOB = "feeds"
 DIGEST_RETRY_JOB = "digest-retry"
 CONFIRMATIONS_JOB = "confirmations"
 SOURCES_JOB = "sources"
+PURGE_JOB = "purge-unconfirmed"
+PURGE_SECONDS = 3600
 
 
 class FeedRefresher:
@@ -123,12 +125,25 @@ async def _send_confirmations(sender: confirmations.ConfirmationSender) -> None:
         log.exception("sending confirmation mails failed; the next tick retries")
 
 
+async def _purge_unconfirmed(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    try:
+        purged = await subscribers.purge_unconfirmed(settings, sessions, store.utcnow())
+    except Exception:  # two replicas erasing the same address: the loser's next tick is clean
+        log.exception("erasing unconfirmed addresses failed; the next tick retries")
+        return
+    if purged:
+        log.info("erased %d addresses that never confirmed their subscription", purged)
+
+
 def create_scheduler(
     settings: Settings,
     refresher: FeedRefresher,
     runner: digest.DigestRunner | None,
     confirmation_sender: confirmations.ConfirmationSender | None = None,
     poller: sources_poller.Poller | None = None,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it.
 
@@ -138,6 +153,7 @@ def create_scheduler(
     Confirmation mails: a job every `confirmation_send_seconds` sends the queue and its
     retries (a new request also wakes the sender at once, see `ConfirmationSender.wake`).
     Sources: a job every `sources_poll_seconds` fetches the sources that are due.
+    With `sessions`, an hourly job erases addresses that never confirmed (DSGVO).
     """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
@@ -167,6 +183,8 @@ def create_scheduler(
     if poller is not None:
         # Not at once: a process starting is busy enough, and due sources wait at most a tick.
         every(settings.sources_poll_seconds, SOURCES_JOB, _poll_sources, poller, at_once=False)
+    if sessions is not None:
+        every(PURGE_SECONDS, PURGE_JOB, _purge_unconfirmed, settings, sessions)
     if runner is None:
         return scheduler
     for frequency in store.Frequency:

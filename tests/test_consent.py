@@ -313,6 +313,9 @@ async def test_confirmation_and_digest_mails_link_the_privacy_notice_and_the_imp
         assert f"Datenschutz: {SITE}/datenschutz" in text
         assert f"Impressum: {SITE}/impressum" in text
         assert f'href="{SITE}/datenschutz"' in html and f'href="{SITE}/impressum"' in html
+    # The confirmation mail says how long an unconfirmed address is kept.
+    for part in _both_parts(confirmation):
+        assert "wir löschen Ihre Adresse" in part and "nach 30 Tagen" in part
 
 
 # --- finding 10: tokens carry no readable address -------------------------------------

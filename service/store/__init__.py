@@ -70,6 +70,7 @@ from service.store.consents import (
     consents_of,
     erase_address,
     open_consent,
+    purge_unconfirmed,
     use_consent,
     void_open_consents,
 )
@@ -291,6 +292,7 @@ __all__ = [
     "plan_period",
     "publish_committed",
     "publish_feed_documents",
+    "purge_unconfirmed",
     "recent_failures",
     "record_failed_sign_in",
     "record_request",

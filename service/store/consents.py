@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.store.base import Base, BigId, UTCDateTime
 from service.store.ledger import Delivery
-from service.store.subscribers import Address, ConfirmationRequest
+from service.store.subscribers import Address, AddressStatus, ConfirmationRequest
 
 
 class Consent(Base):
@@ -136,11 +136,13 @@ async def anonymous_counts(session: AsyncSession) -> dict[str, int]:
     return {name: int(count) for name, count in rows.all()}
 
 
-async def erase_address(session: AsyncSession, address: Address) -> dict[str, int]:
+async def erase_address(
+    session: AsyncSession, address: Address, *, counted_as: str = "erasures"
+) -> dict[str, int]:
     """Erase an address with its consents, ledger rows and requests, keeping only anonymous
-    counts (deliveries per period and outcome, erasures); a municipality left without any
-    address goes too. Returns the counts added."""
-    counts: dict[str, int] = {"erasures": 1}
+    counts (deliveries per period and outcome, and one under `counted_as`); a municipality
+    left without any address goes too. Returns the counts added."""
+    counts: dict[str, int] = {counted_as: 1}
     rows = await session.execute(
         select(Delivery.period_key, Delivery.status, func.count())
         .where(Delivery.address_id == address.id)
@@ -161,3 +163,34 @@ async def erase_address(session: AsyncSession, address: Address) -> dict[str, in
         await session.delete(subscriber)
     await add_to_counts(session, counts)
     return counts
+
+
+async def purge_unconfirmed(session: AsyncSession, requested_before: datetime) -> int:
+    """Erase the addresses whose subscription was requested but never confirmed, when the
+    last request is older than `requested_before` (their links expired long ago: keeping
+    them serves no purpose, Art. 5(1)(e) DSGVO), and the requests kept for rate limits from
+    before then. An address that was ever confirmed keeps its records (they prove the
+    consent its digests were sent under), and so does one with ledger rows. Returns how
+    many addresses went; each is counted as `unconfirmed_purged`."""
+    last_request = (
+        select(Consent.address_id).where(Consent.requested_at >= requested_before).scalar_subquery()
+    )
+    candidates = await session.scalars(
+        select(Address)
+        .where(
+            Address.status == AddressStatus.PENDING,
+            Address.confirmed_at.is_(None),
+            Address.created_at < requested_before,
+            Address.id.not_in(last_request),
+            ~select(Delivery.id).where(Delivery.address_id == Address.id).exists(),
+        )
+        .order_by(Address.id)
+    )
+    purged = 0
+    for address in candidates.all():
+        await erase_address(session, address, counted_as="unconfirmed_purged")
+        purged += 1
+    await session.execute(
+        delete(ConfirmationRequest).where(ConfirmationRequest.created_at < requested_before)
+    )
+    return purged

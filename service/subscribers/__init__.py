@@ -50,6 +50,9 @@ from service.subscribers.optin import (
     pending_confirmation as pending_confirmation,
 )
 from service.subscribers.optin import (
+    purge_unconfirmed as purge_unconfirmed,
+)
+from service.subscribers.optin import (
     request_subscription as request_subscription,
 )
 from service.subscribers.optin import (

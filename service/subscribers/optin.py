@@ -4,6 +4,7 @@ unsubscribing and changing preferences. Imports `subscribers.forms`, `subscriber
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime, timedelta
 
@@ -55,6 +56,7 @@ def confirmation_mail(
         "subscriber": address.subscriber,
         "confirm_url": tokens.confirm_url(record),
         "valid_hours": settings.confirm_max_age_hours,
+        "kept_days": math.ceil(_unconfirmed_kept(settings) / timedelta(days=1)),
         "imprint": settings.imprint,
         "site_url": settings.link(""),
         "privacy_url": legal.privacy_url,
@@ -172,3 +174,21 @@ async def update_preferences(
         subscriber.frequency = str(preferences.frequency)
         subscriber.topics = list(dict.fromkeys(preferences.topics))
         return subscriber
+
+
+async def purge_unconfirmed(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    """Erase the addresses that never confirmed within `unconfirmed_keep_days` of their
+    last request (see `store.purge_unconfirmed`); never before their link expired."""
+    async with sessions() as session, session.begin():
+        return await store.purge_unconfirmed(session, now - _unconfirmed_kept(settings))
+
+
+def _unconfirmed_kept(settings: Settings) -> timedelta:
+    """How long a never-confirmed address is kept after its last request: as configured,
+    but never less than its link is valid."""
+    return max(
+        timedelta(days=settings.unconfirmed_keep_days),
+        timedelta(hours=settings.confirm_max_age_hours),
+    )
