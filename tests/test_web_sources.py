@@ -37,6 +37,9 @@ async def test_sources_api_adds_polls_pauses_and_removes(settings, engine, feed_
         invalid = await client.post(
             "/api/sources", json={"url": "ftp://example.org/", "format": "pdf"}, headers=AUTH
         )
+        slashed = await client.post(
+            "/api/sources", json={"url": feed_server.url("/x"), "name": "a/b"}, headers=AUTH
+        )
         await client.post(
             "/api/sources", json={"url": feed_server.url("/broken"), "name": "kaputt"}, headers=AUTH
         )
@@ -55,6 +58,8 @@ async def test_sources_api_adds_polls_pauses_and_removes(settings, engine, feed_
     assert added.status_code == 201 and added.json()["every"] == "1h"
     assert again.status_code == 409 and "exists already" in again.json()["detail"]
     assert invalid.status_code == 422
+    assert slashed.status_code == 422
+    assert ["body", "name"] in [error["loc"] for error in slashed.json()["detail"]]
     assert polled.status_code == 200
     assert polled.json()[0] | {"error": None} == {
         "name": "presse",

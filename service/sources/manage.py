@@ -66,6 +66,14 @@ class SourceIn(BaseModel):
         "municipality's partner town; empty keeps every entry.",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _addressable(cls, value: str | None) -> str | None:
+        # The name is the last part of `/api/sources/{name}`: a slash would make it unreachable.
+        if value is not None and "/" in value:
+            raise ValueError("must not contain '/'")
+        return value
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
