@@ -3,8 +3,9 @@
 Owns the mail transport, the feed refresher, the digest runner, the confirmation sender, the source
 poller and the scheduler that drives them, for `serve` (the web app's lifespan) and `worker` alike.
 Stopping pauses the scheduler (no new runs), gives the messages and fetches in flight the grace
-period and hands back unsent claims, shuts the scheduler down, waits for a feed build in progress
-and closes the transport. The engine is the caller's: it opens it before and closes it after.
+period and hands back unsent claims, lets the job runs in progress end (within the grace period
+too), shuts the scheduler down, waits for a feed build in progress and closes the transport.
+The engine is the caller's: it opens it before and closes it after.
 Imports `config`, `mailer`, `sources`, `digest`, `confirmations` and `scheduler`.
 """
 
@@ -38,8 +39,15 @@ class Runtime:
         self.runner = digest.DigestRunner(settings, sessions, self.transport)
         self.confirmations = confirmations.ConfirmationSender(settings, sessions, self.transport)
         self.poller = Poller(settings, sessions)
+        self._in_flight = scheduler.InFlight()
         self.scheduler = scheduler.create_scheduler(
-            settings, self.refresher, self.runner, self.confirmations, self.poller, sessions
+            settings,
+            self.refresher,
+            self.runner,
+            self.confirmations,
+            self.poller,
+            sessions,
+            self._in_flight,
         )
         # Set when the block ends: False if the messages in flight outlived the grace
         # period (their claims then expire by their lease).
@@ -58,6 +66,10 @@ class Runtime:
         try:
             self.scheduler.pause()  # no new runs; the one going may finish its message
             self.stopped_in_time = await self._stop_within_grace()
+            # Their parts are stopped: let the job runs end before shutdown cancels them.
+            grace = self._settings.shutdown_grace_seconds
+            if not await self._in_flight.wait(grace):
+                log.error("a scheduled job did not end within %ss; cancelling it", grace)
             self.scheduler.shutdown(wait=False)
             await self.refresher.wait_idle()
             await self.refresher.stop_pings()

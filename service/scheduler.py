@@ -8,7 +8,9 @@ a second replica or a missed tick changes nothing that is produced. Imports `con
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -137,6 +139,35 @@ async def _purge_unconfirmed(
         log.info("erased %d addresses that never confirmed their subscription", purged)
 
 
+class InFlight:
+    """The job runs in progress, so that a stop can let them end: APScheduler's
+    `shutdown(wait=False)` cancels every job still running (a feed build or an erasure cut
+    short, and logged as an error)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def tracked(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(func)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                self._tasks.discard(task)
+
+        return run
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the runs in progress; False if one outlived them."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
+        return not pending
+
+
 def create_scheduler(
     settings: Settings,
     refresher: FeedRefresher,
@@ -144,6 +175,7 @@ def create_scheduler(
     confirmation_sender: confirmations.ConfirmationSender | None = None,
     poller: sources_poller.Poller | None = None,
     sessions: async_sessionmaker[AsyncSession] | None = None,
+    in_flight: InFlight | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler with partnerpost's jobs, not yet started; the caller starts and stops it.
 
@@ -154,15 +186,17 @@ def create_scheduler(
     retries (a new request also wakes the sender at once, see `ConfirmationSender.wake`).
     Sources: a job every `sources_poll_seconds` fetches the sources that are due.
     With `sessions`, an hourly job erases addresses that never confirmed (DSGVO).
+    With `in_flight`, every job's runs are tracked there.
     """
     scheduler = AsyncIOScheduler(timezone=BERLIN)
     common = {"coalesce": True, "max_instances": 1}
+    track = in_flight.tracked if in_flight is not None else (lambda func: func)
 
     def every(seconds: int, job_id: str, func: Any, *args: Any, at_once: bool = True) -> None:
         """An interval job that, `at_once`, also runs right away."""
         first = datetime.now(BERLIN) + timedelta(seconds=0 if at_once else seconds)
         scheduler.add_job(
-            func,
+            track(func),
             "interval",
             seconds=seconds,
             args=list(args),
@@ -189,7 +223,7 @@ def create_scheduler(
         return scheduler
     for frequency in store.Frequency:
         scheduler.add_job(
-            _run_digest,
+            track(_run_digest),
             CronTrigger.from_crontab(digest.cron_of(settings, frequency), timezone=BERLIN),
             args=[runner],
             id=f"digest-{frequency}",

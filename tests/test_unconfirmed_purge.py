@@ -3,7 +3,9 @@ old (DSGVO: kept no longer than needed); confirmed ones and recent requests stay
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func
 
@@ -75,3 +77,32 @@ async def test_the_runtime_erases_them_every_hour(settings, engine, sessions):
             return "rathaus@borna.de" not in await _emails(sessions)
 
         await wait_until(erased, what="the unconfirmed address erased")
+
+
+async def test_a_stop_lets_the_erasure_in_progress_end(settings, engine, sessions, caplog):
+    """Regression: stopping cancelled every job still running (APScheduler's shutdown), so
+    a feed build or an erasure was cut short and logged as an error with a CancelledError
+    (seen when Ctrl-C came just after start-up)."""
+    await _request(settings, sessions, "Stadt Borna", "rathaus@borna.de", days_ago=40)
+    caplog.set_level(logging.INFO)  # errors are what it checks; they pass any level set
+    async with sessions() as blocker:  # holds the address: the erasure waits for it
+        address = await store.address_by_email(blocker, "rathaus@borna.de")
+        address.consecutive_failures += 1
+        await blocker.flush()
+        running = runtime.Runtime(settings, engine, sessions)
+        await running.__aenter__()
+        # Submitted (its next run moved an hour on): its task runs before the stop's.
+        await wait_until(lambda: _next_purge_in(running) > timedelta(minutes=30), what="a purge")
+        stopping = asyncio.create_task(running.__aexit__(None, None, None))
+        await asyncio.wait({stopping}, timeout=1.0)  # unfixed, the stop ends meanwhile
+        await blocker.rollback()
+    await stopping
+
+    assert "rathaus@borna.de" not in await _emails(sessions)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _next_purge_in(running: runtime.Runtime) -> timedelta:
+    job = running.scheduler.get_job(scheduler.PURGE_JOB)
+    assert job is not None
+    return job.next_run_time - datetime.now(UTC)
