@@ -281,7 +281,7 @@ async def serving(app: Any, listening: socket.socket | None = None) -> AsyncIter
     `listening`, a socket already bound (when the app must know its own URL)."""
     server = loopback_server(app)
     task = asyncio.create_task(server.serve(sockets=[listening] if listening else None))
-    await wait_until(lambda: server.started or task.done(), 5, 0.01, "uvicorn's start")
+    await wait_until(lambda: server.started or task.done(), 60, 0.01, "uvicorn's start")
     assert server.started, "uvicorn did not start"
     try:
         yield base_url(server)
