@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from babel.dates import format_date, format_datetime
+from babel.numbers import format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from service.clock import BERLIN
@@ -36,6 +37,11 @@ def german_datetime(value: datetime) -> str:
     return format_datetime(value, "d. MMMM y, HH:mm 'Uhr'", tzinfo=BERLIN, locale=LOCALE)
 
 
+def german_number(value: int) -> str:
+    """`11.000`."""
+    return format_decimal(value, locale=LOCALE)
+
+
 @cache
 def environment() -> Environment:
     """The one Jinja2 environment; autoescaping HTML, strict about undefined names."""
@@ -49,4 +55,5 @@ def environment() -> Environment:
     )
     env.filters["german_date"] = german_date
     env.filters["german_datetime"] = german_datetime
+    env.filters["german_number"] = german_number
     return env

@@ -305,8 +305,32 @@ async def test_preview_shows_the_municipality_s_next_digest(client, town):
     _assert_links_lead_back_to_the_preview(html.unescape(text.group(1)), town.id)
     listed = await client.get("/verwaltung/vorschau", params={"suche": "born"})
     assert "Stadt Borna" in listed.text
+    assert "grenzen Sie die Suche ein" not in listed.text
     unknown = await client.get("/verwaltung/vorschau", params={"kommune": "999999"})
     assert unknown.status_code == 404 and "Kommune nicht gefunden" in unknown.text
+
+
+async def test_the_preview_lists_at_most_200_municipalities_to_choose(client, sessions, town):
+    await _signed_in(client)
+    async with sessions() as session, session.begin():
+        for n in range(250):
+            session.add(
+                store.Subscriber(
+                    name=f"Gemeinde {n:03}",
+                    slug=f"gemeinde-{n:03}",
+                    frequency="weekly",
+                    created_at=store.utcnow(),
+                )
+            )
+
+    page = await client.get("/verwaltung/vorschau", params={"kommune": str(town.id)})
+    narrowed = await client.get("/verwaltung/vorschau", params={"suche": "gemeinde 24"})
+
+    assert page.text.count("<option ") == 200 + 1  # and the one shown, though beyond them
+    assert f'<option value="{town.id}" selected>Stadt Borna</option>' in page.text
+    assert "Die Auswahl zeigt die ersten 200 von 251 Kommunen; grenzen Sie die Suche ein." in page.text
+    assert narrowed.text.count("<option ") == 10
+    assert "grenzen Sie die Suche ein" not in narrowed.text
 
 
 def _assert_links_lead_back_to_the_preview(body: str, town_id: int) -> None:

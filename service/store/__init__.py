@@ -175,6 +175,7 @@ from service.store.subscribers import (
     search_addresses,
     subscriber_by_name,
     subscriber_by_slug,
+    subscriber_names,
     unsubscribe,
 )
 
@@ -314,6 +315,7 @@ __all__ = [
     "slugify",  # re-exported: callers know it from here
     "subscriber_by_name",
     "subscriber_by_slug",
+    "subscriber_names",
     "topic_slugs",
     "unsubscribe",
     "upgrade",

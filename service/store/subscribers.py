@@ -127,6 +127,12 @@ async def all_subscribers(session: AsyncSession) -> Sequence[Subscriber]:
     return (await session.scalars(select(Subscriber).order_by(Subscriber.name))).all()
 
 
+async def subscriber_names(session: AsyncSession) -> list[tuple[int, str]]:
+    """Every municipality's id and name, by name (without loading their addresses)."""
+    rows = await session.execute(select(Subscriber.id, Subscriber.name).order_by(Subscriber.name))
+    return [(id_, name) for id_, name in rows.all()]
+
+
 async def address_by_email(session: AsyncSession, email: str) -> Address | None:
     return await session.scalar(select(Address).where(Address.email == email.lower()))
 

@@ -26,6 +26,8 @@ from service.web.dependencies import AppRuntime, Session, Sessions
 router = APIRouter()
 
 TEST_PREFIX = "[Test] "
+# The municipalities the choice lists at most (all 11,000 made a page of about 1 MB).
+CHOICES = 200
 
 
 @dataclass(frozen=True)
@@ -94,20 +96,26 @@ async def preview_page(
     kommune: int | None = None,
     suche: str = "",
 ) -> HTMLResponse:
-    municipalities = [
-        s
-        for s in await store.all_subscribers(session)
-        if not suche.strip() or suche.strip().casefold() in s.name.casefold()
+    wanted = suche.strip().casefold()
+    matching = [
+        (id_, name)
+        for id_, name in await store.subscriber_names(session)
+        if not wanted or wanted in name.casefold()
     ]
+    municipalities = matching[:CHOICES]
     shown = None
     if kommune is not None:
         shown = await _preview(settings_of(request), sessions, kommune)
+    if shown is not None and all(id_ != kommune for id_, _ in municipalities):
+        municipalities.insert(0, (shown.subscriber.id, shown.subscriber.name))
     return render_console(
         request,
         "vorschau",
         operator,
         status_code=404 if kommune is not None and shown is None else 200,
         municipalities=municipalities,
+        matching=len(matching),
+        choices=CHOICES,
         suche=suche,
         kommune=kommune,
         preview=shown,
