@@ -328,7 +328,9 @@ async def test_the_preview_lists_at_most_200_municipalities_to_choose(client, se
 
     assert page.text.count("<option ") == 200 + 1  # and the one shown, though beyond them
     assert f'<option value="{town.id}" selected>Stadt Borna</option>' in page.text
-    assert "Die Auswahl zeigt die ersten 200 von 251 Kommunen; grenzen Sie die Suche ein." in page.text
+    assert (
+        "Die Auswahl zeigt die ersten 200 von 251 Kommunen; grenzen Sie die Suche ein." in page.text
+    )
     assert narrowed.text.count("<option ") == 10
     assert "grenzen Sie die Suche ein" not in narrowed.text
 
