@@ -76,6 +76,32 @@ def test_entries_without_title_or_date_are_rejected_with_the_reason():
     assert [a.title for _, a in result.parsed.articles] == ["Gut"]
 
 
+def test_placeholder_and_far_future_dates_are_rejected_as_implausible():
+    result = _parse(
+        rss(
+            item("Platzhalter", guid="urn:a", date="0001-01-01T00:00:00Z"),
+            item("Zukunft", guid="urn:b", date="Mon, 04 Mar 2030 10:00:00 +0100"),
+            item("Gut", guid="urn:c"),
+        )
+    )
+
+    reasons = [(r.line, r.reason) for r in result.parsed.rejections]
+    assert reasons == [
+        (1, "the entry has an implausible date '0001-01-01T00:00:00Z'"),
+        (2, "the entry has an implausible date 'Mon, 04 Mar 2030 10:00:00 +0100'"),
+    ]
+    assert [a.title for _, a in result.parsed.articles] == ["Gut"]
+
+
+def test_an_id_repeated_within_a_feed_keeps_its_first_entry_and_says_so():
+    result = _parse(rss(item("Erste", guid="urn:a"), item("Zweite", guid="urn:a")))
+
+    assert [a.title for _, a in result.parsed.articles] == ["Erste"]
+    assert [(r.line, r.reason) for r in result.parsed.rejections] == [
+        (2, "the entry repeats the id of entry 1")
+    ]
+
+
 def test_keys_are_the_id_else_the_link_else_a_hash():
     assert stable_key("tag:x,2024:1", "https://x/1", "T", "d", FEED) == "tag:x,2024:1"
     assert stable_key("17", None, "T", "d", FEED) == f"{FEED}#17"
@@ -136,6 +162,9 @@ def test_json_feed_is_read_by_its_spec():
                 "image": "https://example.org/bild.jpg",
             },
             {"id": "43", "title": "Ohne Datum", "content_text": "Text"},
+            # The spec's strings of another type count as missing, not as their repr.
+            {"id": "44", "title": ["Liste"], "date_published": "2024-03-04T10:00:00Z"},
+            {"id": "45", "title": "Zahl als Datum", "date_published": 20240304},
         ],
     }
     result = _parse(json.dumps(document), "application/feed+json")
@@ -146,7 +175,11 @@ def test_json_feed_is_read_by_its_spec():
     assert article.teaser == "Zusammenfassung"
     assert 'href="https://example.org/x"' in (article.body or "")
     assert article.image_url == "https://example.org/bild.jpg"
-    assert [r.reason for r in result.parsed.rejections] == ["the entry has no date"]
+    assert [r.reason for r in result.parsed.rejections] == [
+        "the entry has no date",
+        "the entry has no title",
+        "the entry has no date",
+    ]
 
 
 def test_a_json_document_that_is_no_json_feed_is_refused_as_one():

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urljoin
@@ -37,6 +37,8 @@ FORMATS: tuple[str, ...] = ("auto", "html", "rss", "atom", "jsonfeed", "json", "
 _FEEDS = ("rss", "atom")
 _TEASER = 600  # characters of a long text kept as the teaser
 _KEY = 500  # longest key the store takes; longer ids are hashed
+_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+_AHEAD = timedelta(days=7)
 _CHARSET = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
@@ -206,6 +208,9 @@ def _article(
     if entry.published is None:
         reason = f"unreadable date {entry.date_text!r}" if entry.date_text else "no date"
         return ingest.Rejection(entry.index, label, f"the entry has {reason}")
+    if not _plausible(entry.published):
+        reason = f"the entry has an implausible date {entry.date_text or str(entry.published)!r}"
+        return ingest.Rejection(entry.index, label, reason)
     link = urljoin(feed_url, entry.link) if entry.link else None
     raw: dict[str, Any] = {
         "key": stable_key(entry.entry_id, link, entry.title, entry.date_text, feed_url),
@@ -223,14 +228,31 @@ def _article(
         return ingest.Rejection(entry.index, label, describe_validation_error(exc, "entry"))
 
 
+def _plausible(published: datetime) -> bool:
+    """A news date: not before 1990 (a year like 0001 is a feed's placeholder) and at most
+    a week ahead (an article dated years ahead would head every feed until then)."""
+    return _EARLIEST <= published <= datetime.now(UTC) + _AHEAD
+
+
 def _collect(entries: Iterable[_Entry], feed_url: str, place: str) -> ingest.Parsed:
+    """The entries as articles; an entry whose key an earlier entry of the same feed has
+    is rejected (else the feed's later entry would overwrite the earlier one each fetch)."""
     parsed = ingest.Parsed()
+    first_with: dict[str, int] = {}
     for entry in entries:
         result = _article(entry, feed_url, place)
         if isinstance(result, ingest.Rejection):
             parsed.rejections.append(result)
-        else:
-            parsed.articles.append(result)
+            continue
+        index, article = result
+        key = article.key or ""
+        if key in first_with:
+            label = repr(entry.title[:60])
+            reason = f"the entry repeats the id of entry {first_with[key]}"
+            parsed.rejections.append(ingest.Rejection(index, label, reason))
+            continue
+        first_with[key] = index
+        parsed.articles.append(result)
     return parsed
 
 
@@ -301,12 +323,13 @@ def _parse_feed(
 def _json_feed_entry(index: int, item: Any) -> _Entry:
     if not isinstance(item, dict):
         item = {}
-    date_text = str(item.get("date_published") or item.get("date_modified") or "")
+    # The spec's fields are strings: a title or date of another type counts as missing.
+    date_text = _string(item.get("date_published")) or _string(item.get("date_modified")) or ""
     item_id = item.get("id")
     return _Entry(
         index=index,
         entry_id=str(item_id) if isinstance(item_id, (str, int)) else None,
-        title=text_of(str(item.get("title") or "")),
+        title=text_of(_string(item.get("title")) or ""),
         link=_string(item.get("url")) or _string(item.get("external_url")),
         published=parse_date(date_text),
         date_text=date_text,
