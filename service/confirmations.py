@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import mailer, outcomes, store, subscribers
+from service import mailer, outcomes, processes, store, subscribers
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class ConfirmationSender:
         self._sessions = sessions
         self._transport = transport
         self._tokens = subscribers.Tokens(settings)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:confirm"
+        self.worker = f"{processes.local_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:confirm"
         self.stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         self._woken: set[asyncio.Task[ConfirmationReport]] = set()

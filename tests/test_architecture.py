@@ -18,6 +18,7 @@ SERVICE = Path(__file__).parent.parent / "service"
 FLOW = [
     "errors",
     "clock",
+    "processes",
     "text",
     "slugs",
     "metrics",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 import uuid
 from collections import deque
@@ -20,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import mailer, metrics, outcomes, store
+from service import mailer, metrics, outcomes, processes, store
 from service.config import Settings
 from service.digest.periods import latest_period
 from service.digest.render import DigestRenderer
@@ -100,18 +99,7 @@ class RunReport:
 
 def worker_name() -> str:
     """host:pid:random, so a claim names the process that holds it."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return f"{processes.local_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 Progress = Callable[[str], None]
@@ -186,12 +174,12 @@ class DigestRunner:
     async def release_dead_local_claims(self) -> int:
         """Claims of processes on this host that no longer run go back to the queue at once
         (a process elsewhere that died loses its claims when their lease runs out)."""
-        host = socket.gethostname()
+        host = processes.local_host()
         async with self._sessions() as session, session.begin():
             dead = [
                 worker
                 for worker in await store.claiming_workers(session, f"{host}:")
-                if worker != self.worker and not _pid_alive(int(worker.split(":")[1]))
+                if worker != self.worker and not processes.pid_alive(int(worker.split(":")[1]))
             ]
             return await store.release_claims(session, dead)
 

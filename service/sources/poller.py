@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import ingest, metrics, places, store
+from service import ingest, metrics, places, processes, store
 from service.clock import utcnow
 from service.config import Settings
 from service.errors import IngestInputError
@@ -151,7 +150,7 @@ class Poller:
         self._settings = settings
         self._sessions = sessions
         self._allowed = allowed
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:sources"
+        self.worker = f"{processes.local_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:sources"
         # A claim outlives the longest fetch and the saving after it.
         self._lease = timedelta(
             seconds=max(settings.sources_lease_seconds, 2 * settings.sources_timeout_seconds)
