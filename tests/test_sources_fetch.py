@@ -168,6 +168,13 @@ async def test_only_http_and_https_are_fetched():
         ("fe80::1", False),
         ("::ffff:127.0.0.1", False),
         ("::ffff:10.0.0.1", False),
+        # 6to4 and NAT64 carry an IPv4 address a gateway forwards to.
+        ("2002:7f00:1::", False),
+        ("2002:5db8:d822::1", True),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b:1::a00:1", False),
+        ("64:ff9b::5db8:d822", True),
     ],
 )
 def test_only_public_addresses_count_as_public(address, public):

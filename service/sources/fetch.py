@@ -84,11 +84,24 @@ class Fetched:
         return self.status == 304
 
 
+# NAT64 (RFC 6052): a gateway forwards 64:ff9b::a.b.c.d to a.b.c.d. The local-use prefix
+# (RFC 8215) serves one network only and is never public.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def is_public(address: IPAddress) -> bool:
     """Whether an address is on the public internet (not loopback, private, link-local,
-    shared, multicast, reserved); an IPv4-mapped IPv6 address counts as its IPv4 one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    shared, multicast, reserved). An IPv6 address that carries an IPv4 one a gateway
+    forwards to (IPv4-mapped, 6to4, NAT64) counts as that IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            address = embedded
     return address.is_global and not address.is_multicast
 
 
