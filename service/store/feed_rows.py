@@ -9,13 +9,14 @@ relationship loading: a build reads thousands and changes none). Imports `base`,
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import String, case, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -24,9 +25,8 @@ from service.store.base import time_sums
 from service.store.subscribers import Subscriber
 
 
-@dataclass(frozen=True, slots=True)
-class FeedArticle:
-    """An article as a feed shows it."""
+class FeedArticle(NamedTuple):
+    """An article as a feed shows it (a tuple: a build makes a thousand at a time)."""
 
     id: int
     guid: str
@@ -69,50 +69,55 @@ _COLUMNS = (
 )
 
 
-# On SQLite the two dates come as the stored text, parsed by `_utc`: SQLAlchemy's
-# DateTime result processing took a third of reading a thousand rows.
-_SQLITE_COLUMNS = (
-    *_COLUMNS[:6],
-    type_coerce(Article.published_at, String()),
-    type_coerce(Article.updated_at, String()),
-    *_COLUMNS[8:],
-)
+def _columns(sqlite: bool) -> tuple[Any, ...]:
+    """The article's columns, then its topics aggregated: on PostgreSQL an array in the
+    database's order, on SQLite a JSON array (its `group_concat` cannot order before 3.44),
+    sorted by `_topics` as SQLite's BINARY collation orders. On SQLite the two dates come as
+    the stored UTC text with its offset appended, which `datetime.fromisoformat` reads ten
+    times faster than SQLAlchemy's DateTime processing plus a `replace(tzinfo=UTC)`."""
+    # Correlated on the article only: a topic feed's query joins `article_topics` too.
+    own = ArticleTopic.article_id == Article.id
+    if not sqlite:
+        topics = aggregate_order_by(ArticleTopic.topic, ArticleTopic.topic)
+        array = select(func.array_agg(topics)).where(own).correlate(Article)
+        return (*_COLUMNS, array.scalar_subquery())
+    stamps = (type_coerce(c, String()).concat("+00:00") for c in _COLUMNS[6:8])
+    agg = select(func.json_group_array(ArticleTopic.topic)).where(own).correlate(Article)
+    return (*_COLUMNS[:6], *stamps, *_COLUMNS[8:], agg.scalar_subquery())
 
 
 async def feed_articles(
     session: AsyncSession, limit: int, topic: str | None = None
 ) -> list[FeedArticle]:
     """The newest `limit` visible articles (of `topic`), newest first by publication date,
-    then by insertion order, as `newest_articles` orders them; two queries in all."""
-    sqlite = (await session.connection()).dialect.name == "sqlite"
-    query = select(*(_SQLITE_COLUMNS if sqlite else _COLUMNS)).where(Article.hidden_at.is_(None))
+    then by insertion order, as `newest_articles` orders them; one query, plain rows."""
+    connection = await session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    query = select(*_columns(sqlite)).where(Article.hidden_at.is_(None))
     if topic is not None:
         query = query.join(ArticleTopic).where(ArticleTopic.topic == topic)
     query = query.order_by(Article.published_at.desc(), Article.id.desc()).limit(limit)
-    rows = (await session.execute(query)).all()
-    if not rows:
-        return []
-    window = query.with_only_columns(Article.id).subquery()
-    topics: dict[int, list[str]] = defaultdict(list)
-    found = await session.execute(
-        select(ArticleTopic.article_id, ArticleTopic.topic)
-        .where(ArticleTopic.article_id.in_(select(window.c.id)))
-        .order_by(ArticleTopic.topic)
-    )
-    for article_id, name in found:
-        topics[article_id].append(name)
+    rows = (await connection.execute(query)).all()
     # Positional: the columns are listed in the record's field order.
     make = cast(Any, FeedArticle)
     if sqlite:
+        parse = datetime.fromisoformat
         return [
-            make(*row[:6], _utc(row[6]), _utc(row[7]), *row[8:], tuple(topics.get(row[0], ())))
+            make(*row[:6], parse(row[6]), parse(row[7]), *row[8:12], _topics(row[12]))
             for row in rows
         ]
-    return [make(*row, tuple(topics.get(row[0], ()))) for row in rows]
+    return [make(*row[:12], tuple(row[12] or ())) for row in rows]
 
 
-def _utc(stored: str) -> datetime:
-    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
+def _topics(aggregated: str) -> tuple[str, ...]:
+    """The topics of SQLite's `json_group_array`, in code point order: the order of SQLite's
+    BINARY collation, as UTF-8 bytes compare like their code points."""
+    if aggregated == "[]":
+        return ()
+    return tuple(sorted(_JSON.raw_decode(aggregated)[0]))
+
+
+_JSON = json.JSONDecoder()  # `raw_decode` skips what `json.loads` checks first: 4x faster
 
 
 async def municipalities(session: AsyncSession) -> list[Municipality]:
