@@ -133,19 +133,19 @@ async def feeds_fingerprint(session: AsyncSession, extra: Sequence[str] = ()) ->
     removed, when a municipality joins, leaves or is renamed (its name, partner or slug),
     or the listing heading changes. `extra` adds what the caller knows (settings that
     change output)."""
-    return (await fingerprint_and_fact(session, extra))[0]
+    return (await fingerprint_and_facts(session, extra))[0]
 
 
 def _fact(name: str) -> ScalarSelect[str]:
     return select(SiteFact.value).where(SiteFact.name == name).scalar_subquery()
 
 
-async def fingerprint_and_fact(
-    session: AsyncSession, extra: Sequence[str] = (), fact: str = ""
-) -> tuple[str, str | None]:
-    """`feeds_fingerprint`, and the value of the site fact `fact`, in one query when there
-    are no municipalities and two when there are (a build that finds nothing changed should
-    cost next to nothing)."""
+async def fingerprint_and_facts(
+    session: AsyncSession, extra: Sequence[str] = (), facts: Sequence[str] = ()
+) -> tuple[str, list[str | None]]:
+    """`feeds_fingerprint`, and the values of the site facts `facts`, in one query when
+    there are no municipalities and two when there are (a build that finds nothing changed
+    should cost next to nothing)."""
     hidden = Article.hidden_at.is_not(None)
     stamps = time_sums(Article.updated_at, session.get_bind().dialect.name)
     row = (
@@ -160,16 +160,17 @@ async def fingerprint_and_fact(
                 func.max(Article.hidden_at),
                 _fact(LISTING_HEADING),
                 select(func.count(Subscriber.id)).scalar_subquery(),
-                _fact(fact),
                 *stamps,
+                *(_fact(name) for name in facts),
             )
         )
     ).one()
     digest = hashlib.sha256()
-    for part in (*extra, repr((*row[:8], *row[10:]))):
+    sums = row[9 : 9 + len(stamps)]
+    for part in (*extra, repr((*row[:8], *sums))):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     if row[8]:
         query = select(Subscriber.id, Subscriber.name, Subscriber.partner, Subscriber.slug)
         for subscriber in await session.execute(query.order_by(Subscriber.id)):
             digest.update(repr(tuple(subscriber)).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest(), row[9]
+    return digest.hexdigest(), list(row[9 + len(stamps) :])
