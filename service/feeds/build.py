@@ -92,10 +92,9 @@ def _check_base_url(settings: Settings, recorded: str | None, *, force: bool) ->
     return True
 
 
-async def _record(sessions: async_sessionmaker[AsyncSession], facts: dict[str, str]) -> None:
+async def _record(sessions: async_sessionmaker[AsyncSession], name: str, value: str) -> None:
     async with sessions() as session, session.begin():
-        for name, value in facts.items():
-            await store.set_fact(session, name, value)
+        await store.set_fact(session, name, value)
 
 
 async def _unchanged(
@@ -116,17 +115,25 @@ async def _build(
     *,
     force: bool,
 ) -> BuildReport:
-    # One read for the fingerprint, the recorded facts and the specs (on SQLite one snapshot).
+    built = _BUILT.get(engine) or _Built()
+    # One read for the fingerprint, the recorded facts and the specs (on SQLite one
+    # snapshot), unless the public URL is to be recorded first, before anything is published
+    # for it (a transaction of its own, after this session: no session inside another).
     async with sessions() as session:
         fingerprint, recorded, base_url = await _unchanged(settings, session)
-        if _check_base_url(settings, base_url, force=force):  # the first build, or a new URL
-            await _record(sessions, {BASE_URL_FACT: settings.public_url})
-        if recorded.get("fingerprint") == fingerprint:
-            return BuildReport(unchanged=int(str(recorded.get("files", 0))))
-        built = _BUILT.get(engine) or _Built()
-        if built.fingerprint != recorded.get("fingerprint"):  # another process built since
-            built.signatures = {}
-        specs = await feed_specs(settings, session, built.mentions)
+        new_url = _check_base_url(settings, base_url, force=force)
+        current = recorded.get("fingerprint") == fingerprint
+        read = not (current or new_url)
+        specs = await feed_specs(settings, session, built.mentions) if read else None
+    if new_url:  # the first build, or one for another public URL
+        await _record(sessions, BASE_URL_FACT, settings.public_url)
+    if current:
+        return BuildReport(unchanged=int(str(recorded.get("files", 0))))
+    if specs is None:
+        async with sessions() as session:
+            specs = await feed_specs(settings, session, built.mentions)
+    if built.fingerprint != recorded.get("fingerprint"):  # another process built since
+        built.signatures = {}
     parts = settings_parts(settings)
     signatures = {spec.stem: _signature(spec, parts) for spec in specs}
     changed = [spec for spec in specs if built.signatures.get(spec.stem) != signatures[spec.stem]]
@@ -140,7 +147,7 @@ async def _build(
     )
     report.unchanged += (len(specs) - len(changed)) * len(FORMATS)
     record = {"fingerprint": fingerprint, "files": len(wanted)}
-    await _record(sessions, {FINGERPRINT_FACT: json.dumps(record)})
+    await _record(sessions, FINGERPRINT_FACT, json.dumps(record))
     _BUILT[engine] = _Built(fingerprint, signatures, built.mentions)
     return report
 
