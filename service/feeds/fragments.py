@@ -6,18 +6,20 @@ feedgen builds an lxml tree per feed and serializes it: rendering the same artic
 main feed, its topic feeds and its municipalities' feeds costs the tree every time. Here an
 entry's text is made once and feeds are joined from it, so a build costs one entry per article
 and format plus string joins. The serialization rules copied from lxml and feedgen are few
-and exact (escaping, indentation, which elements an empty value drops);
-`tests/test_feed_fragments.py` holds them to feedgen's own output, and `render` keeps the
-feedgen renderers as that reference. Imports `clock`, `config` and `feeds.render`.
+and exact (escaping, indentation, which elements an empty value drops); each value is cleaned
+and escaped once for the formats that share it, and JSON strings are escaped by orjson, whose
+bytes are `json.dumps`'. `tests/test_feed_fragments.py` holds them to feedgen's own output, and
+`render` keeps the feedgen renderers as that reference. Imports `clock`, `config` and
+`feeds.render`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from json.encoder import encode_basestring
 from typing import NamedTuple
+
+import orjson
 
 from service.clock import BERLIN
 from service.config import Settings
@@ -32,6 +34,8 @@ from service.feeds.render import (
     xml_safe,
 )
 
+# A string as JSON: what `json.dumps(..., ensure_ascii=False)` writes, as UTF-8.
+_json = orjson.dumps
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -119,26 +123,26 @@ def _atom_entry(
 
 def _json_item(
     item: FeedItem, url: str, title: str, teaser: str, content: str, dates: Dates
-) -> str:
+) -> bytes:
     """The JSON Feed item, as `json.dumps(..., ensure_ascii=False, indent=2)` writes it
-    inside the feed's `items`."""
+    inside the feed's `items`: orjson escapes a string to the same bytes, ten times faster."""
     lines = [
-        f'      "id": {encode_basestring(item.guid)}',
-        f'      "url": {encode_basestring(url)}',
-        f'      "title": {encode_basestring(title)}',
-        f'      "summary": {encode_basestring(teaser)}',
-        f'      "content_html": {encode_basestring(content)}',
-        f'      "date_published": "{dates[0]}"',  # isoformat: nothing to escape
-        f'      "date_modified": "{dates[1]}"',
+        b'      "id": ' + _json(item.guid),
+        b'      "url": ' + _json(url),
+        b'      "title": ' + _json(title),
+        b'      "summary": ' + _json(teaser),
+        b'      "content_html": ' + _json(content),
+        # isoformat: nothing to escape
+        f'      "date_published": "{dates[0]}",\n      "date_modified": "{dates[1]}"'.encode(),
     ]
     if item.source_url:
-        lines.append(f'      "external_url": {encode_basestring(item.source_url)}')
+        lines.append(b'      "external_url": ' + _json(item.source_url))
     if item.image_url:
-        lines.append(f'      "image": {encode_basestring(item.image_url)}')
+        lines.append(b'      "image": ' + _json(item.image_url))
     if item.topics:
-        tags = ",\n".join(f"        {encode_basestring(t)}" for t in item.topics)
-        lines.append(f'      "tags": [\n{tags}\n      ]')
-    return "    {\n" + ",\n".join(lines) + "\n    }"
+        tags = b",\n".join(b"        " + _json(t) for t in item.topics)
+        lines.append(b'      "tags": [\n' + tags + b"\n      ]")
+    return b"    {\n" + b",\n".join(lines) + b"\n    }"
 
 
 def entry(settings: Settings, item: FeedItem, articles_url: str | None = None) -> Entry:
@@ -162,7 +166,7 @@ def entry(settings: Settings, item: FeedItem, articles_url: str | None = None) -
         x_title, _quoted(x_url), x_teaser, x_content, x_guid, map(_quoted, x_topics), dates
     )
     json_item = _json_item(item, url, title, teaser, content, dates)
-    return Entry(rss.encode(), atom.encode(), json_item.encode(), item.updated_at)
+    return Entry(rss.encode(), atom.encode(), json_item, item.updated_at)
 
 
 class Entries:
@@ -240,25 +244,29 @@ _ATOM_END = b"</feed>\n"
 def _json_feed(
     settings: Settings, spec: FeedSpec, entries: Sequence[Entry], hub: str | None
 ) -> bytes:
+    """The JSON Feed as `json.dumps(document, ensure_ascii=False, indent=2)` writes it."""
     title, description = _head_texts(spec)
-    document: dict[str, object] = {
-        "version": "https://jsonfeed.org/version/1.1",
-        "title": title,
-        "description": description,
-        "home_page_url": spec.home_url,
-        "feed_url": feed_url(settings, spec.stem, ".json"),
-        "language": "de",
-        "authors": [{"name": xml_safe(settings.feed_author)}],
-    }
+    hubs = b""
     if hub:
-        document["hubs"] = [{"type": "WebSub", "url": hub}]
-    document["items"] = []
-    head = json.dumps(document, ensure_ascii=False, indent=2)
-    # "items" is the last key: its empty list closes the document as `[]\n}`.
-    head = head[: -len("[]\n}")]
+        hubs = b'  "hubs": [\n    {\n      "type": "WebSub",\n      "url": %s\n    }\n  ],\n' % (
+            _json(hub)
+        )
+    head = (
+        b'{\n  "version": "https://jsonfeed.org/version/1.1",\n  "title": %s,\n'
+        b'  "description": %s,\n  "home_page_url": %s,\n  "feed_url": %s,\n'
+        b'  "language": "de",\n  "authors": [\n    {\n      "name": %s\n    }\n  ],\n'
+        b'%s  "items": '
+    ) % (
+        _json(title),
+        _json(description),
+        _json(spec.home_url),
+        _json(feed_url(settings, spec.stem, ".json")),
+        _json(xml_safe(settings.feed_author)),
+        hubs,
+    )
     if not entries:
-        return f"{head}[]\n}}\n".encode()
-    return b"".join([f"{head}[\n".encode(), b",\n".join(e.json for e in entries), b"\n  ]\n}\n"])
+        return head + b"[]\n}\n"
+    return b"".join([head, b"[\n", b",\n".join(e.json for e in entries), b"\n  ]\n}\n"])
 
 
 def render_all(
