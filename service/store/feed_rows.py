@@ -110,11 +110,19 @@ async def feed_articles(
 @functools.cache
 def _feed_articles_query(sqlite: bool, of_topic: bool) -> Select[Any]:
     """`feed_articles`' statement, built once: the limit and the topic are parameters."""
-    query = select(*_columns(sqlite)).where(Article.hidden_at.is_(None))
-    if of_topic:
-        query = query.join(ArticleTopic).where(ArticleTopic.topic == bindparam("topic"))
+    limit = bindparam("limit", type_=Integer)
     order = (Article.published_at.desc(), Article.id.desc())
-    return query.order_by(*order).limit(bindparam("limit", type_=Integer))
+    visible = Article.hidden_at.is_(None)
+    if not of_topic:
+        return select(*_columns(sqlite)).where(visible).order_by(*order).limit(limit)
+    # The topic's newest ids first, then their rows: sorting whole rows of a topic that 2,500
+    # of 10,000 articles have took SQLite 0.15 s, sorting their ids a fifth of that; walking
+    # the date index until enough have the topic is faster still, but reads every article
+    # when a topic is rare.
+    topic = ArticleTopic.topic == bindparam("topic")
+    newest = select(Article.id).join(ArticleTopic).where(visible, topic)
+    picked = Article.id.in_(newest.order_by(*order).limit(limit))
+    return select(*_columns(sqlite)).where(picked).order_by(*order)
 
 
 def _topics(aggregated: str) -> tuple[str, ...]:
