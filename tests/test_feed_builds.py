@@ -185,13 +185,13 @@ async def test_a_topic_older_than_the_newest_thousand_articles_keeps_its_feed(
     sessions, settings, engine
 ):
     """The build reads the newest 1,000 articles once; a topic feed that reaches further
-    back gets its articles by a query of its own."""
+    back gets its articles by a query of its own, each with all its topics."""
     older = [
         {"title": f"Alt {i}", "teaser": f"a{i}", "place": "Bonn", "published": "2020-01-01"}
         for i in range(2)
     ]
     for item in older:
-        item["topics"] = ["Archiv"]
+        item["topics"] = ["Wiederaufbau", "Archiv"]
     newer = [
         {"title": f"Neu {i}", "teaser": f"n{i}", "place": "Bonn", "published": "2024-01-01"}
         for i in range(feeds.MUNICIPALITY_SCAN)
@@ -200,5 +200,6 @@ async def test_a_topic_older_than_the_newest_thousand_articles_keeps_its_feed(
 
     await _build(settings, engine, sessions)
 
-    archive = (settings.feeds_dir / "themen/archiv.json").read_text("utf-8")
-    assert sorted(item["title"] for item in json.loads(archive)["items"]) == ["Alt 0", "Alt 1"]
+    archive = json.loads((settings.feeds_dir / "themen/archiv.json").read_text("utf-8"))
+    assert sorted(item["title"] for item in archive["items"]) == ["Alt 0", "Alt 1"]
+    assert [item["tags"] for item in archive["items"]] == [["Archiv", "Wiederaufbau"]] * 2

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from service import feeds, store
 from service.feeds import fragments
+from service.text import XML_FORBIDDEN
 
 from .helpers import make_settings
 
@@ -97,3 +98,27 @@ def test_a_hub_is_named_in_every_format():
     document = json.loads(rendered["artikel.json"])
     assert document["hubs"] == [{"type": "WebSub", "url": hub}]
     assert [item["title"] for item in document["items"]] == ["Titel"]
+    # The JSON Feed is written by hand: it must be the bytes `json.dumps` would write.
+    assert (
+        rendered["artikel.json"]
+        == (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+    )
+
+
+def test_every_character_xml_forbids_is_dropped_and_every_other_kept():
+    # `xml_safe` looks at most text only through `str.isprintable`: that must never let a
+    # forbidden character through, wherever it stands.
+    forbidden = [chr(c) for c in range(0x110000) if XML_FORBIDDEN.match(chr(c))]
+    assert len(forbidden) == 2080  # C0 controls but tab and line breaks, DEL, surrogates, 2
+    for char in forbidden:
+        assert feeds.xml_safe(f"Kyjiw{char}–Leipzig") == "Kyjiw–Leipzig"
+    kept = "Tab\tZeile\r\nNBSP\u00a0ZWJ\u200d🇺🇦 Київ"
+    assert feeds.xml_safe(kept) == kept
+
+
+def test_every_character_is_escaped_in_json_items_as_json_dumps_escapes_it():
+    # The entries' JSON strings come from orjson; the feed must stay `json.dumps`' bytes.
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(chars), 4096):
+        text = "".join(chars[start : start + 4096])
+        assert fragments._json(text) == json.dumps(text, ensure_ascii=False).encode()

@@ -71,50 +71,69 @@ def _signature(spec: FeedSpec, settings: tuple[str, ...]) -> str:
     digest = hashlib.sha256("\0".join(settings).encode())
     digest.update(f"\0{spec.stem}\0{spec.title}\0{spec.description}\0".encode())
     digest.update(spec.home_url.encode())
-    for article in spec.articles:
-        digest.update(f"\0{article.id}@{article.updated_at.isoformat()}".encode())
+    versions = "".join(
+        f"\0{article.id}@{article.updated_at.isoformat()}" for article in spec.articles
+    )
+    digest.update(versions.encode())
     return digest.hexdigest()
 
 
-async def _check_base_url(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, force: bool
-) -> None:
-    """Refuse (unless `force`) to rewrite feeds built for another public URL."""
+def _check_base_url(settings: Settings, recorded: str | None, *, force: bool) -> bool:
+    """Refuse (unless `force`) to rewrite feeds built for another public URL; whether the
+    public URL needs recording."""
+    if recorded == settings.public_url:
+        return False
+    if recorded is not None:
+        if not force:
+            raise FeedsBaseUrlChangedError(recorded, settings.public_url)
+        log.warning(
+            "feeds were built for %s; rebuilding them for %s", recorded, settings.public_url
+        )
+    return True
+
+
+async def _record(sessions: async_sessionmaker[AsyncSession], name: str, value: str) -> None:
     async with sessions() as session, session.begin():
-        recorded = await store.get_fact(session, BASE_URL_FACT)
-        if recorded == settings.public_url:
-            return
-        if recorded is not None:
-            if not force:
-                raise FeedsBaseUrlChangedError(recorded, settings.public_url)
-            log.warning(
-                "feeds were built for %s; rebuilding them for %s", recorded, settings.public_url
-            )
-        await store.set_fact(session, BASE_URL_FACT, settings.public_url)
+        await store.set_fact(session, name, value)
 
 
 async def _unchanged(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
-) -> tuple[str, dict[str, object]]:
-    """The store's fingerprint now, and what the last build recorded."""
-    async with sessions() as session:
-        fingerprint, fact = await store.fingerprint_and_fact(
-            session, settings_parts(settings), FINGERPRINT_FACT
-        )
-    return fingerprint, json.loads(fact or "{}")
+    settings: Settings, session: AsyncSession
+) -> tuple[str, dict[str, object], str | None]:
+    """The store's fingerprint now, what the last build recorded, and the public URL the
+    current feeds were built for."""
+    fingerprint, (fact, base_url) = await store.fingerprint_and_facts(
+        session, settings_parts(settings), (FINGERPRINT_FACT, BASE_URL_FACT)
+    )
+    return fingerprint, json.loads(fact or "{}"), base_url
 
 
 async def _build(
-    settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    force: bool,
 ) -> BuildReport:
-    fingerprint, recorded = await _unchanged(settings, sessions)
-    if recorded.get("fingerprint") == fingerprint:
-        return BuildReport(unchanged=int(str(recorded.get("files", 0))))
     built = _BUILT.get(engine) or _Built()
+    # One read for the fingerprint, the recorded facts and the specs (on SQLite one
+    # snapshot), unless the public URL is to be recorded first, before anything is published
+    # for it (a transaction of its own, after this session: no session inside another).
+    async with sessions() as session:
+        fingerprint, recorded, base_url = await _unchanged(settings, session)
+        new_url = _check_base_url(settings, base_url, force=force)
+        current = recorded.get("fingerprint") == fingerprint
+        read = not (current or new_url)
+        specs = await feed_specs(settings, session, built.mentions) if read else None
+    if new_url:  # the first build, or one for another public URL
+        await _record(sessions, BASE_URL_FACT, settings.public_url)
+    if current:
+        return BuildReport(unchanged=int(str(recorded.get("files", 0))))
+    if specs is None:
+        async with sessions() as session:
+            specs = await feed_specs(settings, session, built.mentions)
     if built.fingerprint != recorded.get("fingerprint"):  # another process built since
         built.signatures = {}
-    async with sessions() as session:
-        specs = await feed_specs(settings, session, built.mentions)
     parts = settings_parts(settings)
     signatures = {spec.stem: _signature(spec, parts) for spec in specs}
     changed = [spec for spec in specs if built.signatures.get(spec.stem) != signatures[spec.stem]]
@@ -127,9 +146,8 @@ async def _build(
         sessions=sessions,
     )
     report.unchanged += (len(specs) - len(changed)) * len(FORMATS)
-    async with sessions() as session, session.begin():
-        record = {"fingerprint": fingerprint, "files": len(wanted)}
-        await store.set_fact(session, FINGERPRINT_FACT, json.dumps(record))
+    record = {"fingerprint": fingerprint, "files": len(wanted)}
+    await _record(sessions, FINGERPRINT_FACT, json.dumps(record))
     _BUILT[engine] = _Built(fingerprint, signatures, built.mentions)
     return report
 
@@ -151,7 +169,8 @@ async def build_feeds(
     started = time.perf_counter()
     # Read-only and before the lock: when the store still shows what the last build (for
     # this public URL: it is part of the fingerprint) recorded, there is nothing to do.
-    fingerprint, recorded = await _unchanged(settings, sessions)
+    async with sessions() as session:
+        fingerprint, recorded, _ = await _unchanged(settings, session)
     if recorded.get("fingerprint") == fingerprint:
         report = BuildReport(unchanged=int(str(recorded.get("files", 0))))
         report.seconds = time.perf_counter() - started
@@ -161,8 +180,7 @@ async def build_feeds(
         if not acquired:
             log.info("feed build skipped: another process holds the feeds lock")
             return None
-        await _check_base_url(settings, sessions, force=force)
-        report = await _build(settings, engine, sessions)
+        report = await _build(settings, engine, sessions, force=force)
     report.seconds = time.perf_counter() - started
     metrics.FEED_BUILD_SECONDS.observe(report.seconds)
     log.info(

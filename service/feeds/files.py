@@ -2,16 +2,20 @@
 serves from), and, when `settings.feeds_dir` is set, into files for a reverse proxy.
 
 Both only change what changed: a document whose bytes are the same keeps its ETag and
-Last-Modified, a file its mtime; feeds no longer called for are removed from both.
+Last-Modified, a file its mtime; feeds no longer called for are removed from both. The
+export is written while the store publishes (its files follow from the rendered bytes
+alone), by a few threads, so a build's `fsync`s overlap each other and its store work.
 Imports `config`, `store` and `feeds.render`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import store
 from service.config import Settings
 from service.feeds.render import FORMATS
+
+# How many files the export writes at once.
+_WRITERS = 8
 
 
 @dataclass
@@ -60,17 +67,16 @@ def export_feeds(
     folder: Path, documents: Mapping[str, bytes], removed: Iterable[str] = ()
 ) -> list[Path]:
     """Write the documents whose bytes changed into `folder` and delete the `removed`
-    ones; the files written."""
-    written = [
-        folder / name
-        for name, content in documents.items()
-        if write_if_changed(folder / name, content)
-    ]
+    ones; the files written. Files are written by a few threads at once: most of a file's
+    time is its `fsync`, which releases the GIL and which the file system can batch."""
+    paths = [folder / name for name in documents]
+    with ThreadPoolExecutor(max(1, min(_WRITERS, len(paths))), "feeds-export") as pool:
+        wrote = list(pool.map(write_if_changed, paths, documents.values()))
     for name in removed:
         path = folder / name
         if path.suffix in FORMATS:
             path.unlink(missing_ok=True)
-    return written
+    return [path for path, written in zip(paths, wrote, strict=True) if written]
 
 
 def _stale_files(folder: Path, keep: Collection[str], prune: Sequence[str]) -> list[str]:
@@ -100,18 +106,36 @@ async def write_feeds(
     remove the feeds in the `prune` folders that are not `wanted` (a topic nobody uses any
     more, a municipality that left). `wanted` defaults to the rendered paths; a partial
     build passes every path the store calls for. The caller holds the feeds lock. With
-    `settings.feeds_dir`, the export folder follows."""
+    `settings.feeds_dir`, the export folder is written alongside, in worker threads."""
     keep = set(wanted or rendered)
-    async with sessions() as session, session.begin():
-        publication = await store.publish_feed_documents(session, rendered, keep, prune)
-    report = BuildReport(
+    folder = settings.feeds_dir
+    # The export folder is written in worker threads while the store publishes: its files
+    # depend only on the rendered bytes and on what is kept, not on the publication.
+    export = None
+    if folder is not None:
+        export = asyncio.ensure_future(asyncio.to_thread(_export, folder, rendered, keep, prune))
+    try:
+        async with sessions() as session, session.begin():
+            publication = await store.publish_feed_documents(session, rendered, keep, prune)
+    except BaseException:
+        if export is not None:  # let the writers finish; the store's error is the one raised
+            await asyncio.wait([export])
+            if not export.cancelled():
+                export.exception()
+        raise
+    written = await export if export is not None else []
+    return BuildReport(
         changed=publication.changed,
         unchanged=len(rendered) - len(publication.changed),
         removed=publication.removed,
+        written=written,
         version=publication.version,
     )
-    if settings.feeds_dir is not None:
-        folder = settings.feeds_dir
-        stale = set(publication.removed) | set(_stale_files(folder, keep, prune))
-        report.written = export_feeds(folder, rendered, sorted(stale))
-    return report
+
+
+def _export(
+    folder: Path, rendered: Mapping[str, bytes], keep: Collection[str], prune: Sequence[str]
+) -> list[Path]:
+    """Write what changed into the export folder and remove the feeds in `prune` folders
+    that are not kept (among them any the publication removes from the store)."""
+    return export_feeds(folder, rendered, _stale_files(folder, keep, prune))

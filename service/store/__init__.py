@@ -96,7 +96,7 @@ from service.store.feed_rows import (
     Municipality,
     feed_articles,
     feeds_fingerprint,
-    fingerprint_and_fact,
+    fingerprint_and_facts,
     municipalities,
 )
 from service.store.history import (
@@ -273,7 +273,7 @@ __all__ = [
     "feeds_fingerprint",
     "feeds_version",
     "find_deliveries",
-    "fingerprint_and_fact",
+    "fingerprint_and_facts",
     "finish_confirmation",
     "finish_delivery",
     "forget_failed_sign_ins",
