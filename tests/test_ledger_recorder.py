@@ -5,6 +5,7 @@ message's data reaches the relay (one message per connection in doubt at most)."
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 
 from sqlalchemy import func, select, text
@@ -16,6 +17,7 @@ from .helpers import (
     import_demo,
     next_monday_8am,
     run_digests,
+    sqlite_only,
     start_relay,
     subscribe,
     with_smtp,
@@ -95,6 +97,29 @@ async def test_a_lost_claim_is_not_recorded(sessions):
 
     assert not recorded
     assert (await _rows(sessions, [row]))[0].status == "pending"
+
+
+@sqlite_only
+async def test_a_record_waits_for_a_lock_held_elsewhere_without_stopping_the_event_loop(
+    sessions, engine
+):
+    (row,) = await _claimed(sessions, 1, "w1")
+    other = sqlite3.connect(engine.url.database, isolation_level=None)  # another process's
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with store.delivery_recorder(sessions, "w1") as recorder:
+            recording = asyncio.ensure_future(
+                recorder.finish(row, outcomes.sent("250", "<m@x>"), store.utcnow())
+            )
+            for _ in range(50):  # the loop runs on while the record waits
+                await asyncio.sleep(0)
+            assert not recording.done()
+            other.execute("COMMIT")
+            assert await recording
+    finally:
+        other.close()
+
+    assert (await _rows(sessions, [row]))[0].status == "sent"
 
 
 class _CheckingHandler(RecordingHandler):

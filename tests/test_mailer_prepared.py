@@ -135,3 +135,18 @@ def test_headers_written_as_they_are_equal_what_compat32_folds(name, value):
     assert mailer.POLICY.fold_binary(name, value) == Compat32(linesep="\r\n").fold_binary(
         name, value
     )
+
+
+def test_a_body_filled_in_for_more_messages_than_it_keeps_lines_gives_each_its_values():
+    """Encoded lines are kept per filled-in text and dropped when too many: every message
+    still gets its own values, also after the kept lines were dropped."""
+    body = mailer.PreparedBody("Für @@A@@\nAbmelden: @@B@@\nText\n", None, STAND_INS)
+    seen = set()
+    for n in range(600):
+        values = {"@@A@@": f"Stadt {n % 3}", "@@B@@": f"https://x.example/{n}"}
+        filled = body.text.fill(values)
+        # The same text without stand-ins, encoded whole by a body of its own.
+        alone = mailer.PreparedBody(_fill(body.text.text, values), None, ()).text.fill({})
+        assert filled == alone
+        seen.add(filled)
+    assert len(seen) == 600

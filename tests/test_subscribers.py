@@ -9,7 +9,7 @@ import itsdangerous
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from service import store, subscribers
+from service import consent, store, subscribers
 
 from .helpers import plain_text, send_confirmations, subscribe
 
@@ -192,6 +192,30 @@ async def test_forged_expired_and_foreign_tokens_are_refused(client, sessions, m
             ]
         }
     assert statuses == {"rathaus@leipzig.de": "active", "rathaus@borna.de": "active"}
+
+
+def test_links_signed_with_kept_signers_equal_those_itsdangerous_makes(plain_settings):
+    """Signing a digest's links with signers kept (their keys derived once) and one payload
+    for both gives the tokens `URLSafeSerializer.dumps` gives, so old and new links pass."""
+    tokens = subscribers.Tokens(plain_settings)
+    secret = plain_settings.secret_key.get_secret_value()
+    expected = {}
+    for address in (
+        store.Address(id=7, email="Rathaus@Leipzig.de"),
+        store.Address(id=8, email="a@b.de"),
+    ):
+        fingerprint = consent.keyed_hash(plain_settings, "address", address.email.lower())[:16]
+        payload = {"a": address.id, "f": fingerprint}
+        expected[address.id] = tuple(
+            itsdangerous.URLSafeSerializer(secret, salt=salt).dumps(payload)
+            for salt in ("unsubscribe", "preferences")
+        )
+        for _ in range(2):  # the second time with the keys derived already
+            assert tokens.of_address(address) == expected[address.id]
+            assert (tokens.unsubscribe(address), tokens.preferences(address)) == expected[
+                address.id
+            ]
+    assert expected[7] != expected[8] and expected[7][0] != expected[7][1]
 
 
 async def test_token_for_an_address_whose_email_changed_is_refused(sessions, mail_settings):

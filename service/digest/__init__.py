@@ -2,7 +2,8 @@
 and the run that plans, claims, renders, sends and records.
 
 `periods` (cron ends in Europe/Berlin, labels, archive paths), `render` (the mail of one address,
-previews), `runner` (the send loop over the delivery ledger). Imports `config`, `store`,
+previews), `runner` (the run: planning, claiming batches of the delivery ledger),
+`sending` (the send loop over one SMTP connection). Imports `config`, `store`,
 `consent`, `feeds`, `mailer`, `metrics`, `outcomes`, `subscribers`, `templating`.
 """
 
@@ -24,7 +25,8 @@ from service.digest.render import (
     order_for,
     preview,
 )
-from service.digest.runner import DigestRunner, Progress, RunReport, worker_name
+from service.digest.runner import DigestRunner, RunReport, worker_name
+from service.digest.sending import Progress
 
 __all__ = [
     "ARCHIVE_SLUGS",

@@ -31,6 +31,7 @@ _STAND_INS = (_NAME, _FEED, _UNSUBSCRIBE, _PREFERENCES)
 # The list headers that differ between the addresses of one digest (the others are folded
 # once per digest).
 _PER_ADDRESS_HEADERS = frozenset({"List-Unsubscribe"})
+_UNSUBSCRIBE_SUBJECT = quote("Abmelden ")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,34 @@ def archive_url(settings: Settings, period: store.Period) -> str:
     return settings.link(archive_path(period))
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The articles a municipality's digest lists (its own first, then the rest), how many
+    more it only counts, their ids, and what of it makes a rendering differ."""
+
+    own: list[store.Article]
+    rest: list[store.Article]
+    more: int
+    listed: tuple[int, ...]
+    shared_key: tuple[object, ...]
+
+    @classmethod
+    def of(
+        cls,
+        subscriber: store.Subscriber,
+        own: list[store.Article],
+        rest: list[store.Article],
+        more: int,
+    ) -> _Selection:
+        own_ids, rest_ids = tuple(a.id for a in own), tuple(a.id for a in rest)
+        # Without articles of its own a municipality's digest differs from others only in
+        # the stand-ins, so all of them share one rendering.
+        shared_key: tuple[object, ...] = (rest_ids, more)
+        if own:
+            shared_key += (subscriber.name, subscriber.partner, own_ids)
+        return cls(own, rest, more, own_ids + rest_ids, shared_key)
+
+
 class DigestRenderer:
     """Renders digests; what addresses share (articles, layout, inlined CSS) is rendered
     once per distinct article selection and reused, only names and links differ."""
@@ -120,29 +149,23 @@ class DigestRenderer:
         self._env = templating.environment()
         self._tokens = Tokens(settings)
         self._shared: dict[tuple[object, ...], tuple[str, mailer.PreparedBody]] = {}
-        self._selections: dict[
-            tuple[object, ...], tuple[list[store.Article], list[store.Article], int]
-        ] = {}
+        self._selections: dict[tuple[object, ...], _Selection] = {}
+        # The article list the last digest was rendered from and its ids: the rows of one
+        # window share one list, so its ids are read once, not per address.
+        self._last_articles: tuple[Sequence[store.Article], tuple[int, ...]] = ((), ())
         self._inliner = css_inline.CSSInliner(keep_style_tags=False)
+        self._municipalities: dict[tuple[str, str], tuple[dict[str, str], dict[str, str]]] = {}
 
     def _shared_parts(
-        self,
-        period: store.Period,
-        subscriber: store.Subscriber,
-        own: list[store.Article],
-        rest: list[store.Article],
-        more: int,
+        self, period: store.Period, subscriber: store.Subscriber, selection: _Selection
     ) -> tuple[str, mailer.PreparedBody]:
         """Subject, and text and HTML with stand-ins for the per-address values, encoded
         once; cached."""
-        # Without articles of its own a municipality's digest differs from others only in
-        # the stand-ins, so all of them share one rendering.
-        key: tuple[object, ...] = (period.key, tuple(a.id for a in rest), more)
-        if own:
-            key += (subscriber.name, subscriber.partner, tuple(a.id for a in own))
+        key = (period.key, *selection.shared_key)
         cached = self._shared.get(key)
         if cached is not None:
             return cached
+        own, rest, more = selection.own, selection.rest, selection.more
         settings = self._settings
         label = period_label(period)
         count = len(own) + len(rest) + more
@@ -182,15 +205,20 @@ class DigestRenderer:
 
     def _selection(
         self, subscriber: store.Subscriber, articles: Sequence[store.Article]
-    ) -> tuple[list[store.Article], list[store.Article], int]:
+    ) -> _Selection:
         """`capped(order_for(...))`, once per municipality and article list: the addresses
         of one municipality share it."""
-        key = (subscriber.id, subscriber.name, subscriber.partner, tuple(a.id for a in articles))
+        if articles is not self._last_articles[0]:
+            self._last_articles = (articles, tuple(a.id for a in articles))
+        key = (subscriber.id, subscriber.name, subscriber.partner, self._last_articles[1])
         selection = self._selections.get(key)
         if selection is None:
             if len(self._selections) >= 1024:  # bound memory over many municipalities
                 self._selections.clear()
-            selection = capped(*order_for(subscriber, articles), self._settings.digest_max_articles)
+            selection = _Selection.of(
+                subscriber,
+                *capped(*order_for(subscriber, articles), self._settings.digest_max_articles),
+            )
             self._selections[key] = selection
         return selection
 
@@ -209,20 +237,44 @@ class DigestRenderer:
     ) -> RenderedDigest:
         """The digest of `articles` for one address, its names and links filled in."""
         subscriber = address.subscriber
-        own, rest, more = self._selection(subscriber, articles)
-        subject, body = self._shared_parts(period, subscriber, own, rest, more)
-        token = self._tokens.unsubscribe(address)
-        values = {
-            _NAME: mailer.header_safe(subscriber.name),
-            _FEED: feeds.feed_url(
-                self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
-            ),
-            _UNSUBSCRIBE: self._tokens.unsubscribe_link(token),
-            _PREFERENCES: self._tokens.preferences_url(address),
+        selection = self._selection(subscriber, articles)
+        subject, body = self._shared_parts(period, subscriber, selection)
+        tokens = self._tokens.of_address(address)
+        links = {
+            _UNSUBSCRIBE: self._tokens.unsubscribe_link(tokens.unsubscribe),
+            _PREFERENCES: self._tokens.preferences_link(tokens.preferences),
         }
-        escaped = {key: html_lib.escape(value, quote=True) for key, value in values.items()}
-        listed = tuple(a.id for a in own + rest)
-        return RenderedDigest(subject, body, values, escaped, listed, token, archived=more)
+        text, html = self._municipality_values(subscriber)
+        escaped = {key: html_lib.escape(value, quote=True) for key, value in links.items()}
+        return RenderedDigest(
+            subject,
+            body,
+            text | links,
+            html | escaped,
+            selection.listed,
+            tokens.unsubscribe,
+            archived=selection.more,
+        )
+
+    def _municipality_values(
+        self, subscriber: store.Subscriber
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The name and feed of a municipality for the text part and (escaped) for the HTML
+        part, once per municipality: its addresses share them."""
+        key = (subscriber.name, subscriber.slug)
+        values = self._municipalities.get(key)
+        if values is None:
+            text = {
+                _NAME: mailer.header_safe(subscriber.name),
+                _FEED: feeds.feed_url(
+                    self._settings, f"{feeds.MUNICIPALITIES_DIR}/{subscriber.slug}", ".atom"
+                ),
+            }
+            html = {name: html_lib.escape(value, quote=True) for name, value in text.items()}
+            if len(self._municipalities) >= 1024:  # bound memory over many municipalities
+                self._municipalities.clear()
+            values = self._municipalities[key] = (text, html)
+        return values
 
     def envelope(
         self,
@@ -242,8 +294,10 @@ class DigestRenderer:
         headers = {
             "List-Id": f"{LIST_NAME} <digest.{mailer.mail_domain(settings)}>",
             "List-Unsubscribe": (
-                f"<{self._tokens.unsubscribe_link(token)}>, "
-                f"<mailto:{sender}?subject={quote('Abmelden ' + token)}>"
+                f"<{digest.text_values[_UNSUBSCRIBE]}>, "
+                # The token's characters are all safe in a URL: quoted alone, it takes
+                # quote's shortcut (the same text as quoting the whole subject).
+                f"<mailto:{sender}?subject={_UNSUBSCRIBE_SUBJECT}{quote(token)}>"
             ),
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "List-Archive": f"<{archive_url(settings, period)}>",

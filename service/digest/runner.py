@@ -1,13 +1,15 @@
 """The digest run: plans due periods into the delivery ledger, claims rows batch by
-batch, renders, sends and records each outcome, and reports what it did.
+batch, has them sent (`digest.sending`, one sender per SMTP connection), and reports what
+it did.
 
-Owns the send loop (the ledger's rows are `store`'s). Imports `config`, `store`,
-`mailer`, `metrics`, `outcomes` and `digest.periods`, `digest.render`.
+Owns no data (the ledger's rows are `store`'s). Imports `config`, `store`, `mailer`,
+`metrics` and `digest.periods`, `digest.render`, `digest.sending`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import mailer, metrics, outcomes, processes, store
+from service import mailer, metrics, processes, store
 from service.config import Settings
 from service.digest.periods import latest_period
 from service.digest.render import DigestRenderer
+from service.digest.sending import Progress, Sender, Sending, Work
 
 # The package's name: operators filter the run's log lines by it.
 log = logging.getLogger("service.digest")
@@ -100,13 +103,6 @@ class RunReport:
 def worker_name() -> str:
     """host:pid:random, so a claim names the process that holds it."""
     return f"{processes.local_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-Progress = Callable[[str], None]
-Row = tuple[store.Delivery, store.Address, Sequence[store.Article]]
-Work = deque[Row]
-# A row's envelope and the articles it carries, or the outcome of a row not sent.
-Composed = tuple[mailer.Envelope, int] | store.Outcome
 
 
 class DigestRunner:
@@ -218,213 +214,61 @@ class DigestRunner:
             report.send_seconds += time.perf_counter() - started
 
     async def _send_batches(self, report: RunReport, progress: Progress | None) -> None:
-        renderer = DigestRenderer(self._settings)
-        article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
-        lease = timedelta(seconds=self._settings.digest_lease_seconds)
-        while not self.stopping.is_set():
-            async with self._sessions() as session, session.begin():
-                claimed = await store.claim_deliveries(
-                    session, self.worker, store.utcnow(), self._settings.digest_batch_size, lease
-                )
-            if not claimed:
-                return
-            try:
-                async with self._sessions() as session:
-                    rows = await store.deliveries_with_addresses(session, claimed)
-                    work: Work = deque()
-                    for delivery, address in rows:
-                        topics = tuple(address.subscriber.topics or ())
-                        cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
-                        if cache_key not in article_cache:
-                            article_cache[cache_key] = await store.digest_articles(
-                                session, *cache_key[:2], topics
-                            )
-                        work.append((delivery, address, article_cache[cache_key]))
-
-                # One sender per pooled SMTP connection, so waiting on one reply overlaps
-                # with rendering and recording the next message.
-                await asyncio.gather(
-                    *(
-                        self._sender(work, renderer, report, progress)
-                        for _ in range(self._concurrency)
-                    )
-                )
-            finally:
-                async with self._sessions() as session, session.begin():
-                    report.released += await store.release_claims(session, [self.worker])
-
-    async def _sender(
-        self,
-        work: Work,
-        renderer: DigestRenderer,
-        report: RunReport,
-        progress: Progress | None,
-    ) -> None:
-        """Send rows from the shared `work` queue one by one, counting each outcome.
-
-        A message's outcome is recorded while the next message is composed and its sender
-        and recipient are handed to the relay; the next message's data goes out only once
-        that record is committed, so no more than one message per connection is ever
-        delivered and not recorded (the one a kill may duplicate).
-        """
-        async with store.delivery_recorder(self._sessions, self.worker) as recorder:
-            halt = asyncio.Event()
-            rows = asyncio.ensure_future(
-                self._send_rows(recorder, work, renderer, report, progress, halt)
-            )
-            try:
-                await asyncio.shield(rows)
-            except asyncio.CancelledError:
-                # The message being handed over is finished and recorded before its
-                # claim may be released; then the sender stops.
-                halt.set()
-                await rows
-                raise
-
-    async def _send_rows(
-        self,
-        recorder: store.OutcomeRecorder,
-        work: Work,
-        renderer: DigestRenderer,
-        report: RunReport,
-        progress: Progress | None,
-        halt: asyncio.Event,
-    ) -> None:
-        recording: list[asyncio.Task[None]] = []  # the newest record, once there is one
-        ahead: list[tuple[Row, Composed]] = []  # the next row, composed already
-        try:
-            while (ahead or work) and not (self.stopping.is_set() or halt.is_set()):
-                row, composed = ahead.pop() if ahead else (work.popleft(), None)
-                await self._send_one(
-                    recorder, recording, (row, composed), ahead, work, renderer, report, progress
-                )
-        finally:
-            if recording:  # before the batch's claims are handed back
-                await recording[0]
-
-    async def _send_one(
-        self,
-        recorder: store.OutcomeRecorder,
-        recording: list[asyncio.Task[None]],
-        taken: tuple[Row, Composed | None],
-        ahead: list[tuple[Row, Composed]],
-        work: Work,
-        renderer: DigestRenderer,
-        report: RunReport,
-        progress: Progress | None,
-    ) -> None:
-        """Send a row, compose the next one while the relay answers, and start recording
-        the outcome once the previous row's record is done."""
-        row, composed = taken
-        if composed is None:
-            composed = await self._compose(renderer, row)
-        previous = recording[0] if recording else None
-        if isinstance(composed, store.Outcome):
-            outcome = composed
-        else:
-            sending = asyncio.ensure_future(self._send(row, *composed, previous))
-            await asyncio.sleep(0)  # the relay gets MAIL FROM: its reply takes a while
-            if work:
-                following = work.popleft()
-                ahead.append((following, await self._compose(renderer, following)))
-            outcome = await sending
-        delivery, address, _ = row
-        recording[:] = [
-            asyncio.ensure_future(
-                self._record(recorder, previous, delivery, address, outcome, report, progress)
-            )
-        ]
-
-    async def _record(
-        self,
-        recorder: store.OutcomeRecorder,
-        previous: asyncio.Task[None] | None,
-        delivery: store.Delivery,
-        address: store.Address,
-        outcome: store.Outcome,
-        report: RunReport,
-        progress: Progress | None,
-    ) -> None:
-        """Record one row's outcome after the previous row's, and count it; never raises."""
-        if previous is not None:
-            await previous
-        label = outcome.label
-        try:
-            if outcome.permanent_failure or (
-                outcome.status is store.DeliveryStatus.SENT and address.consecutive_failures
-            ):
-                await self._finish_with_address(delivery, address, outcome)
-            else:
-                await recorder.finish(delivery.id, outcome, store.utcnow())
-        except Exception:
-            # Recording the outcome failed: the row goes back to the queue with the
-            # batch's claims; the other rows go on.
-            log.exception("delivery %s to %r could not be recorded", delivery.id, address.email)
-            label = "failed"
-        report.record(delivery.id, label)
-        metrics.MESSAGES.labels(label).inc()
-        if progress:
-            progress(label)
-
-    async def _finish_with_address(
-        self, delivery: store.Delivery, address: store.Address, outcome: store.Outcome
-    ) -> None:
-        """Record the outcome and the address's changed failure streak in one transaction."""
-        async with self._sessions() as session, session.begin():
-            await store.note_address_outcome(
-                session,
-                address.id,
-                permanent_failure=outcome.permanent_failure,
-                bounce_after=self._settings.bounce_after_failures,
-            )
-            await store.finish_delivery(session, delivery.id, self.worker, outcome, store.utcnow())
-
-    async def _compose(self, renderer: DigestRenderer, row: Row) -> Composed:
-        """The envelope of one row's digest and the articles it carries; or the outcome of
-        a row that is not sent (skipped, or its digest cannot be composed). It lets the
-        loop run between rendering and composing: a relay's reply to the message being
-        sent meanwhile waits for half of it only."""
-        delivery, address, articles = row
-        if address.status != store.AddressStatus.ACTIVE:
-            superseded = store.DeliveryStatus.SUPERSEDED
-            return outcomes.skipped(superseded, f"address {address.status}")
-        if not articles:
-            return outcomes.skipped(store.DeliveryStatus.EMPTY, article_count=0)
-        try:
-            period = store.Period.of(delivery)
-            digest = renderer.render(period, address, articles)
-            await asyncio.sleep(0)
-            envelope = renderer.envelope(period, delivery.id, address, digest, store.utcnow())
-        except Exception as exc:  # this row fails alone
-            return self._failed(delivery, address, exc)
-        # The row's window counts as carried, also the articles beyond the cap.
-        return envelope, digest.carried
-
-    async def _send(
-        self,
-        row: Row,
-        envelope: mailer.Envelope,
-        carried: int,
-        before_data: asyncio.Task[None] | None,
-    ) -> store.Outcome:
-        """Send one row's envelope (its data after `before_data`, the previous row's
-        record); the outcome to record."""
-        try:
-            reply = await self._transport.send(envelope, before_data=before_data)
-        except Exception as exc:  # this row fails alone
-            return self._failed(row[0], row[1], exc)
-        return outcomes.sent(reply, envelope.message_id, article_count=carried)
-
-    def _failed(
-        self, delivery: store.Delivery, address: store.Address, exc: Exception
-    ) -> store.Outcome:
-        """The outcome of a row whose digest could not be composed or sent."""
-        if not isinstance(exc, mailer.SendError):
-            log.error("digest %s to %r cannot be sent", delivery.id, address.email, exc_info=exc)
-        return outcomes.after_error(
+        sending = Sending(
             self._settings,
-            exc,
-            attempts=delivery.attempts,
-            uncertain_attempts=delivery.uncertain_attempts,
-            now=store.utcnow(),
+            self._sessions,
+            self._transport,
+            DigestRenderer(self._settings),
+            self.worker,
+            report,
+            progress,
+            self.stopping,
         )
+        article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]] = {}
+        async with contextlib.AsyncExitStack() as recorders:
+            # One sender per pooled SMTP connection, so waiting on one reply overlaps with
+            # rendering and recording the next message; each records over a connection of
+            # its own, held for the run.
+            senders = [
+                Sender(
+                    sending,
+                    await recorders.enter_async_context(
+                        store.delivery_recorder(self._sessions, self.worker)
+                    ),
+                )
+                for _ in range(self._concurrency)
+            ]
+            while not self.stopping.is_set():
+                work = await self._claim(article_cache)
+                if not work:
+                    return
+                claimed, finished = {row[0].id for row in work}, set[int]()
+                try:
+                    await asyncio.gather(*(sender.send(work, finished) for sender in senders))
+                finally:
+                    if claimed - finished:  # stopped, or an outcome could not be recorded
+                        async with self._sessions() as session, session.begin():
+                            report.released += await store.release_claims(session, [self.worker])
+
+    async def _claim(
+        self, article_cache: dict[tuple[int, int, tuple[str, ...]], Sequence[store.Article]]
+    ) -> Work:
+        """Claim the next batch of due rows and read them with their addresses and
+        articles, in one transaction."""
+        lease = timedelta(seconds=self._settings.digest_lease_seconds)
+        work: Work = deque()
+        async with self._sessions() as session, session.begin():
+            claimed = await store.claim_deliveries(
+                session, self.worker, store.utcnow(), self._settings.digest_batch_size, lease
+            )
+            if not claimed:
+                return work
+            for delivery, address in await store.deliveries_with_addresses(session, claimed):
+                topics = tuple(address.subscriber.topics or ())
+                cache_key = (delivery.after_article_id, delivery.upto_article_id, topics)
+                if cache_key not in article_cache:
+                    article_cache[cache_key] = await store.digest_articles(
+                        session, *cache_key[:2], topics
+                    )
+                work.append((delivery, address, article_cache[cache_key]))
+        return work

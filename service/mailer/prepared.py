@@ -29,6 +29,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
 # Folded header lines a body keeps (a few names, each with one value).
 _FOLDED_LIMIT = 32
+# Encoded lines with values filled in that a part keeps.
+_ENCODED_LIMIT = 256
 
 
 def _qp(text: str) -> bytes:
@@ -66,13 +68,24 @@ class PreparedPart:
                 run.append(_qp(line))
         if run or not self._pieces:
             self._pieces.append(b"\r\n".join(run))
+        # Filled-in lines encoded already: the lines whose values many messages share (a
+        # municipality's name, its feed) are encoded once, not in every message.
+        self._encoded: dict[str, bytes] = {}
+
+    def _encode(self, line: str) -> bytes:
+        encoded = self._encoded.get(line)
+        if encoded is None:
+            if len(self._encoded) >= _ENCODED_LIMIT:  # lines with per-address values
+                self._encoded.clear()
+            encoded = self._encoded[line] = _qp(line)
+        return encoded
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded part with the stand-ins replaced by `values`."""
         if not self._by_line or any("\r" in value for value in values.values()):
             return _qp(_replace(self.text, values))
         return b"\r\n".join(
-            piece if isinstance(piece, bytes) else _qp(_replace(piece, values))
+            piece if isinstance(piece, bytes) else self._encode(_replace(piece, values))
             for piece in self._pieces
         )
 

@@ -8,8 +8,9 @@ finishing rows. Imports `base` and `subscribers`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -222,14 +223,29 @@ class OutcomeRecorder:
     text every time, so the driver prepares it once.
 
     That makes the record of a sent message one round trip to the database instead of a
-    session, a BEGIN, the statement and a COMMIT, each a hop to the driver's thread on
-    SQLite; it stays one durable record per message, as the crash guarantee needs. On
-    SQLite (WAL, synchronous=NORMAL, see `base`) a commit is durable across a kill of the
-    process, the failure the ledger guards against; PostgreSQL's is durable outright.
+    session, a BEGIN, the statement and a COMMIT; it stays one durable record per message,
+    as the crash guarantee needs. On SQLite (WAL, synchronous=NORMAL, see `base`) a commit
+    is durable across a kill of the process, the failure the ledger guards against;
+    PostgreSQL's is durable outright.
+
+    On a SQLite file the statement runs on a connection of its own in the event loop's
+    thread (`direct`), which never waits for a lock: a commit there takes some tens of
+    microseconds, while a hop to the driver's thread waited for the interpreter lock as long
+    as the loop was busy composing the next message, and the next message's data waits for
+    this record. Only when another connection holds the write lock does the statement go
+    through the driver, whose thread waits for it.
     """
 
-    def __init__(self, driver: Any, dialect: Dialect, table: Table, worker: str) -> None:
+    def __init__(
+        self,
+        driver: Any,
+        dialect: Dialect,
+        table: Table,
+        worker: str,
+        direct: sqlite3.Connection | None = None,
+    ) -> None:
         self._driver = driver
+        self._direct = direct
         self._worker = worker
         self._postgres = dialect.name == "postgresql"
         # A moment as the column type stores it (on SQLite naive UTC text).
@@ -278,6 +294,12 @@ class OutcomeRecorder:
         parameters += [row_id, self._worker]
         if self._postgres:
             return await self._driver.fetchval(self._statement, *parameters) is not None
+        if self._direct is not None:
+            try:
+                return bool(self._direct.execute(self._statement, parameters).fetchall())
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
         return bool(await self._driver.execute_fetchall(self._statement, parameters))
 
 
@@ -294,4 +316,30 @@ async def outcome_recorder(
         # until it executes something itself, so each statement commits by itself.
         raw = await connection.get_raw_connection()
         table = cast(Table, inspect(model).local_table)
-        yield OutcomeRecorder(raw.driver_connection, engine.dialect, table, worker)
+        with _direct_sqlite(engine) as direct:
+            yield OutcomeRecorder(raw.driver_connection, engine.dialect, table, worker, direct)
+
+
+@contextmanager
+def _direct_sqlite(engine: AsyncEngine) -> Iterator[sqlite3.Connection | None]:
+    """A connection to the engine's SQLite file in this thread, each statement committed
+    by itself, failing at once where another connection holds the write lock (see
+    `OutcomeRecorder`); None for any other store."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield None
+        return
+    if url.query.get("uri") or url.database.startswith("file:"):
+        yield None
+        return
+    direct = sqlite3.connect(url.database, isolation_level=None)
+    try:
+        direct.execute("PRAGMA busy_timeout=0")
+        direct.execute("PRAGMA foreign_keys=ON")
+        direct.execute("PRAGMA synchronous=NORMAL")  # as `base` sets it: see there
+        # Checkpoints (which sync the file) are left to the engine's connections, which
+        # run them in the driver's thread, not in the event loop.
+        direct.execute("PRAGMA wal_autocheckpoint=0")
+        yield direct
+    finally:
+        direct.close()
