@@ -4,8 +4,8 @@ Owns what the app holds for its routes on `app.state` (settings, engine, session
 renderer, link tokens, runtime, the console's cookies), the guards and error handlers,
 and the lifespan: it creates and migrates the engine, loads the published feeds into
 memory and follows the store (`web.feeds`, `web.pagecache`), runs the `Runtime` (scheduler, digests,
-confirmation mails, feed builds) while serving, and closes them in order. In front of the
-middleware stack sit the feed route and the access log.
+confirmation mails, feed builds) while serving, and closes them in order. In front of
+FastAPI itself sit the feed route, the access log and the page cache (see `_Fronted`).
 Imports `config`, `store`, `subscribers`, `runtime` and the package's modules.
 """
 
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import store, subscribers
 from service.config import Settings
@@ -94,15 +94,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+class _Fronted(FastAPI):
+    """The app with the feed route, the access log and the page cache in front of FastAPI
+    itself: a feed request passes nothing of FastAPI's, a cached page only the access log.
+    FastAPI checks on every request whether OpenTelemetry is configured (three environment
+    lookups that each raise and catch a KeyError, about as much as the feed route's whole
+    answer); behind the front only the requests the routers answer pay for it."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.front(scope, receive, send)
+
+    async def behind_front(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI as it is: its telemetry, then the middleware stack and the routers."""
+        await super().__call__(scope, receive, send)
+
+
 def _in_front(app: FastAPI, cache: feeds.FeedCache, pages: pagecache.PageCache) -> None:
-    """Put the feed route, the access log and the page cache in front of the app's
-    middleware stack, which Starlette builds on the first request: a feed request then
-    passes no middleware, a cached page only the access log."""
-    build = app.build_middleware_stack
-
-    def build_with_front() -> ASGIApp:
-        stack = pagecache.PageRoute(pages, build())
-        return feeds.FeedRoute(cache, accesslog.AccessLog(stack))
-
-    # An instance attribute, not a subclass: `FastAPIOffline` builds the FastAPI object.
-    setattr(app, "build_middleware_stack", build_with_front)  # noqa: B010
+    """Put the feed route, the access log and the page cache in front of `app`."""
+    # `FastAPIOffline` builds a plain FastAPI object; the subclass adds no state of its own
+    # but `front`, so the object takes its class.
+    app.__class__ = _Fronted
+    assert isinstance(app, _Fronted)
+    page_route = pagecache.PageRoute(pages, app.behind_front)
+    app.front = feeds.FeedRoute(cache, accesslog.AccessLog(page_route))

@@ -6,9 +6,10 @@ in full before the server answers, then refreshed whenever the store's feed publ
 version moves (polled every `feeds_poll_seconds`; one row read). With
 `settings.feeds_dir` each replica also keeps the export folder in step.
 
-`FeedRoute` answers `/feeds/...` as plain ASGI in front of the app's middleware stack: no
-thread, no database, no access-log line (a counter instead), and for a path it does not
-know it hands the request on, so the app answers with its German 404 page. It honours
+`FeedRoute` answers `/feeds/...` as plain ASGI in front of the app (of FastAPI's own work
+per request and of the middleware stack, see `web.app`): no thread, no database, no
+access-log line (a counter instead), and for a path it does not know it hands the request
+on, so the app answers with its German 404 page. It honours
 `Accept-Encoding`, `If-None-Match`, `If-Modified-Since` and HEAD (see `conditional`).
 Imports `config`, `metrics`, `store`, `feeds` and the web package's `conditional`.
 """
