@@ -37,6 +37,12 @@ async def test_sources_api_adds_polls_pauses_and_removes(settings, engine, feed_
         invalid = await client.post(
             "/api/sources", json={"url": "ftp://example.org/", "format": "pdf"}, headers=AUTH
         )
+        unparsable = await client.post(
+            "/api/sources", json={"url": "http://\u2013]\\\u00045p"}, headers=AUTH
+        )
+        bracketed = await client.post(
+            "/api/sources", json={"url": "http://example.org]/feed"}, headers=AUTH
+        )
         slashed = await client.post(
             "/api/sources", json={"url": feed_server.url("/x"), "name": "a/b"}, headers=AUTH
         )
@@ -59,6 +65,9 @@ async def test_sources_api_adds_polls_pauses_and_removes(settings, engine, feed_
     assert again.status_code == 409 and "exists already" in again.json()["detail"]
     assert invalid.status_code == 422
     assert slashed.status_code == 422
+    # Regression (found by the API fuzzer): a URL that does not parse was a 500.
+    assert unparsable.status_code == bracketed.status_code == 422
+    assert ["body", "url"] in [error["loc"] for error in bracketed.json()["detail"]]
     assert ["body", "name"] in [error["loc"] for error in slashed.json()["detail"]]
     assert polled.status_code == 200
     assert polled.json()[0] | {"error": None} == {

@@ -66,6 +66,17 @@ class SourceIn(BaseModel):
         "municipality's partner town; empty keeps every entry.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        try:
+            host = urlsplit(one_line(value)).hostname
+        except ValueError as exc:  # "Invalid IPv6 URL" for a stray bracket, for instance
+            raise ValueError(f"is no URL ({exc})") from None
+        if not host:
+            raise ValueError("has no host name")
+        return value
+
     @field_validator("name")
     @classmethod
     def _addressable(cls, value: str | None) -> str | None:
