@@ -105,17 +105,17 @@ async def publish_feed_documents(
     published documents below a `prune` folder that are not in `keep`; moves the version
     once if anything changed. The caller holds the feeds lock and commits."""
     etags = {path: content_etag(content) for path, content in rendered.items()}
-    # One read: every published path and tag when pruning needs them all anyway, else (a
-    # partial build) only the rendered paths.
     tags = select(FeedDocument.path, FeedDocument.etag)
-    if not prune and len(rendered) <= _IN_LIST:
+    partial = len(rendered) <= _IN_LIST
+    if partial:  # only its own paths: reading 33,000 tags cost more than a second query
         tags = tags.where(FeedDocument.path.in_(list(rendered)))
     published: dict[str, str] = {p: e for p, e in (await session.execute(tags)).all()}
     changed = [path for path, etag in etags.items() if published.get(path) != etag]
     removed: list[str] = []
     if prune:
         folders = tuple(f"{folder.rstrip('/')}/" for folder in prune)
-        removed = sorted(p for p in published if p.startswith(folders) and p not in keep)
+        paths = await session.scalars(select(FeedDocument.path)) if partial else published
+        removed = sorted(p for p in paths if p.startswith(folders) and p not in keep)
     if not changed and not removed:
         return Publication(version=await feed_publication_version(session))
     version = await _next_version(session)
